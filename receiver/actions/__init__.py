@@ -1,0 +1,20 @@
+"""The actions a playbook step can name, by name."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pydantic import BaseModel
+
+from receiver.actions.base import Action, ActionContext, ActionResult
+from receiver.actions.script import ScriptAction
+
+ACTIONS: Mapping[str, Action] = {a.name: a for a in (ScriptAction(),)}
+
+
+def action_params() -> dict[str, type[BaseModel]]:
+    """Each action's parameter model, for validating playbooks when they load."""
+    return {name: a.Params for name, a in ACTIONS.items()}
+
+
+__all__ = ["ACTIONS", "Action", "ActionContext", "ActionResult", "action_params"]

@@ -1,0 +1,42 @@
+"""What every action is: a parameter model checked at load, and a run that returns an outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
+
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class ActionContext:
+    """What an action may know about the execution it runs in."""
+
+    execution_id: str
+    step_id: str
+    # Environment variables describing the alert and the execution (names already safe).
+    env: Mapping[str, str] = field(default_factory=dict)
+    output_limit: int = 16384
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """How an action ended. `ok` decides the step's status; the rest is recorded."""
+
+    ok: bool
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    error: str | None = None
+    timed_out: bool = False
+
+
+class Action(Protocol):
+    """An action: `Params` validates `with:`; `run` carries it out with rendered parameters."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[BaseModel]]
+
+    async def run(self, params: BaseModel, ctx: ActionContext, *, timeout_s: float) -> ActionResult:
+        """Carry out the action within timeout_s seconds."""

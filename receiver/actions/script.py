@@ -1,0 +1,167 @@
+"""The `script` action: run an argv list (never a shell string) in its own process group.
+
+A timeout kills the whole group (SIGTERM, then SIGKILL after a grace period), so nothing the
+script started outlives it. stdout and stderr are read as they come and only a capped tail is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from receiver.actions.base import ActionContext, ActionResult
+from receiver.durations import parse_duration
+
+# After SIGTERM, how long a process group gets to exit before SIGKILL.
+KILL_GRACE_S = 2.0
+# Variables of the receiver's own environment a script inherits; nothing else leaks in (the
+# receiver's environment may hold secrets).
+INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class ScriptParams(BaseModel):
+    """`with:` of a script step."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command: list[str] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    timeout: float | None = None
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> float | None:
+        return None if v is None else parse_duration(v)
+
+    @field_validator("env")
+    @classmethod
+    def _names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not re.match(_ENV_NAME, name):
+                raise ValueError(f"invalid environment variable name {name!r}")
+        return v
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _argv(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            raise ValueError("command must be a list of arguments (argv), not a shell string")
+        return v
+
+
+class _Tail:
+    """Keeps the last `limit` bytes of a stream."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.buf = bytearray()
+        self.dropped = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.buf += chunk
+        if len(self.buf) > self.limit:
+            cut = len(self.buf) - self.limit
+            self.dropped += cut
+            del self.buf[:cut]
+
+    def text(self) -> str:
+        out = self.buf.decode("utf-8", errors="replace")
+        return f"[{self.dropped} bytes cut]\n{out}" if self.dropped else out
+
+
+async def _drain(stream: asyncio.StreamReader | None, tail: _Tail) -> None:
+    if stream is None:
+        return
+    while chunk := await stream.read(65536):
+        tail.feed(chunk)
+
+
+def _kill_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)
+
+
+async def _terminate(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM the process group, SIGKILL it after the grace period, and reap the leader."""
+    _kill_group(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(proc.wait()), KILL_GRACE_S)
+    # Children may ignore SIGTERM or outlive the leader: the group gets SIGKILL regardless.
+    _kill_group(proc.pid, signal.SIGKILL)
+    await proc.wait()
+
+
+def child_env(params: ScriptParams, ctx: ActionContext, base: Mapping[str, str]) -> dict[str, str]:
+    """The script's environment: a few inherited variables, the alert's, then the step's own."""
+    env = {k: base[k] for k in INHERITED_ENV if k in base}
+    env.update(ctx.env)
+    env.update(params.env)
+    return env
+
+
+class ScriptAction:
+    """Runs a command as a child process group."""
+
+    name: ClassVar[str] = "script"
+    Params: ClassVar[type[BaseModel]] = ScriptParams
+
+    async def run(self, params: BaseModel, ctx: ActionContext, *, timeout_s: float) -> ActionResult:
+        """Run the command; fail on a non-zero exit, a missing executable or the timeout."""
+        assert isinstance(params, ScriptParams)
+        limit = min(timeout_s, params.timeout) if params.timeout is not None else timeout_s
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *params.command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=child_env(params, ctx, os.environ),
+                cwd=params.cwd,
+                start_new_session=True,
+            )
+        except OSError as e:
+            return ActionResult(ok=False, error=f"cannot start {params.command[0]!r}: {e.strerror or e}")
+        out, err = _Tail(ctx.output_limit), _Tail(ctx.output_limit)
+        readers = asyncio.gather(_drain(proc.stdout, out), _drain(proc.stderr, err))
+        timed_out = False
+        try:
+            await asyncio.wait_for(asyncio.shield(proc.wait()), limit)
+        except TimeoutError:
+            timed_out = True
+            await _terminate(proc)
+        except asyncio.CancelledError:
+            await _terminate(proc)
+            readers.cancel()
+            raise
+        try:
+            # Grandchildren that kept the pipes open were killed with the group; don't wait forever.
+            await asyncio.wait_for(readers, KILL_GRACE_S)
+        except TimeoutError:
+            _kill_group(proc.pid, signal.SIGKILL)
+            readers.cancel()
+        code = proc.returncode
+        if timed_out:
+            return ActionResult(
+                ok=False,
+                exit_code=code,
+                stdout=out.text(),
+                stderr=err.text(),
+                error=f"timed out after {limit:g}s",
+                timed_out=True,
+            )
+        return ActionResult(
+            ok=code == 0,
+            exit_code=code,
+            stdout=out.text(),
+            stderr=err.text(),
+            error=None if code == 0 else f"exit code {code}",
+        )

@@ -1,0 +1,310 @@
+"""The orchestrator: the one place where the pure core meets the store and the actions.
+
+`ingest` turns a payload into one atomic admission; worker tasks claim queued executions and run
+their playbook's steps in order, checkpointing every transition in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from receiver.actions import ACTIONS, ActionContext, ActionResult
+from receiver.config import Config
+from receiver.dedup import Outcome, plan_admission
+from receiver.environment import alert_environment
+from receiver.errors import StoreUnavailable, TemplateError
+from receiver.execution import Execution, ExecutionMeta, StepRecord, TimelineEvent, new_execution_id
+from receiver.logs import get_logger
+from receiver.metrics import Metrics
+from receiver.models import WebhookPayload
+from receiver.playbook import Playbook, Step
+from receiver.states import ExecutionStatus, StepStatus
+from receiver.store.base import Store
+from receiver.templates import render_tree
+
+# How long a worker waits on the queue before looking again (also bounds how long shutdown waits).
+CLAIM_WAIT_S = 1.0
+# Pause after the store failed, so an outage does not turn into a busy loop of errors.
+STORE_RETRY_S = 1.0
+# Slack on top of a step's timeout before the engine itself abandons an action that ignores it.
+ACTION_GRACE_S = 5.0
+
+
+@dataclass
+class IngestReport:
+    """What happened to every alert of a payload; rendered as the webhook's response."""
+
+    accepted: list[dict[str, str]] = field(default_factory=list)
+    suppressed: list[dict[str, str]] = field(default_factory=list)
+    resolved: list[dict[str, Any]] = field(default_factory=list)
+    unrouted: list[dict[str, str]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """The response body."""
+        return {
+            "accepted": self.accepted,
+            "suppressed": self.suppressed,
+            "resolved": self.resolved,
+            "unrouted": self.unrouted,
+            "rejected": self.rejected,
+        }
+
+
+def _step_context(rec: StepRecord) -> dict[str, Any]:
+    parsed: Any = None
+    if rec.stdout.strip():
+        try:
+            parsed = json.loads(rec.stdout)
+        except ValueError:
+            parsed = None
+    return {
+        "status": rec.status.value,
+        "exit_code": rec.exit_code,
+        "stdout": rec.stdout,
+        "stderr": rec.stderr,
+        "json": parsed,
+        "attempts": rec.attempts,
+        "error": rec.error,
+    }
+
+
+class Engine:
+    """Admits payloads and runs executions with a pool of worker tasks."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        store: Store,
+        metrics: Metrics,
+        consumer: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.metrics = metrics
+        self.consumer = consumer
+        self._clock = clock
+        self._log = get_logger(consumer=consumer)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ---- ingest -------------------------------------------------------------------------
+
+    def execution_url(self, execution_id: str) -> str:
+        """Where the history API shows an execution."""
+        return f"{self.config.settings.external_url.rstrip('/')}/api/v1/executions/{execution_id}"
+
+    async def ingest(self, payload: WebhookPayload) -> IngestReport:
+        """Route every alert and admit the payload in one store call; StoreUnavailable propagates."""
+        m = self.metrics
+        now = self._clock()
+        for a in payload.alerts:
+            m.alerts_received.labels(a.status).inc()
+        report = IngestReport()
+        for r in payload.rejected:
+            m.alerts_rejected.inc()
+            report.rejected.append({"index": r.index, "error": r.error})
+        plan = plan_admission(payload, self.config.rules, now=now, new_id=new_execution_id)
+        for a in plan.unrouted:
+            m.alerts_suppressed.labels("no_rule").inc()
+            report.unrouted.append({"fingerprint": a.fingerprint, "alertname": a.name})
+        for p in plan.problems:
+            m.alerts_suppressed.labels("template_error").inc()
+            report.rejected.append({"fingerprint": p.alert.fingerprint, "rule": p.rule, "error": p.error})
+            self._log.warning("route.failed", fingerprint=p.alert.fingerprint, rule=p.rule, error=p.error)
+        if not plan.alerts:
+            return report
+        try:
+            result = await self.store.admit(plan, now)
+        except StoreUnavailable:
+            m.store_errors.labels("admit").inc()
+            raise
+        metas = {c.meta.id: c.meta for a in plan.alerts for c in a.candidates}
+        for d in result.decided:
+            meta = metas[d.execution_id]
+            row = {
+                "rule": meta.rule,
+                "playbook": meta.playbook,
+                "fingerprint": meta.alert.fingerprint,
+                "alertname": meta.alert.name,
+            }
+            if d.outcome is Outcome.ADMITTED:
+                m.alerts_admitted.labels(meta.rule).inc()
+                report.accepted.append({"execution_id": meta.id, "url": self.execution_url(meta.id), **row})
+                self._log.info("execution.queued", execution=meta.id, **row)
+            else:
+                m.alerts_suppressed.labels(d.outcome.value).inc()
+                report.suppressed.append({**row, "reason": d.outcome.value})
+        for u in result.resolved:
+            report.resolved.append({"execution_id": u.execution_id, "cancelled": u.cancelled})
+            self._log.info("execution.alert_resolved", execution=u.execution_id, cancelled=u.cancelled)
+        return report
+
+    # ---- workers ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the configured number of worker tasks."""
+        for n in range(self.config.settings.workers):
+            self._tasks.append(asyncio.create_task(self._worker(n), name=f"worker-{n}"))
+
+    async def stop(self) -> None:
+        """Cancel the workers and wait for them (a running script's process group is killed)."""
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def _worker(self, n: int) -> None:
+        consumer = f"{self.consumer}-{n}"
+        while True:
+            try:
+                execution = await self.store.claim(consumer, CLAIM_WAIT_S)
+                if execution is not None:
+                    await self.execute(execution)
+            except StoreUnavailable as e:
+                self.metrics.store_errors.labels("worker").inc()
+                self._log.warning("worker.store_unavailable", worker=consumer, error=str(e))
+                await asyncio.sleep(STORE_RETRY_S)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._log.exception("worker.crashed_execution", worker=consumer)
+                await asyncio.sleep(STORE_RETRY_S)
+
+    # ---- running one execution ------------------------------------------------------------
+
+    async def execute(self, execution: Execution) -> ExecutionStatus:
+        """Run a claimed (running) execution to a terminal state and record it."""
+        meta = execution.meta
+        log = self._log.bind(
+            execution=meta.id,
+            fingerprint=meta.alert.fingerprint,
+            rule=meta.rule,
+            playbook=meta.playbook,
+        )
+        log.info("execution.started")
+        self.metrics.executions_running.inc()
+        status: ExecutionStatus
+        error: str | None
+        try:
+            playbook = self.config.playbooks.get(meta.playbook)
+            if playbook is None:
+                status, error = ExecutionStatus.FAILED, f"playbook {meta.playbook!r} is not loaded"
+            else:
+                status, error = await self._run_steps(execution, playbook, log)
+            await self.store.finish(meta.id, status, now=self._clock(), error=error)
+        finally:
+            self.metrics.executions_running.dec()
+        self.metrics.executions.labels(meta.playbook, status.value).inc()
+        log.info("execution.finished", outcome=status.value, error=error)
+        return status
+
+    async def _run_steps(
+        self, execution: Execution, playbook: Playbook, log: Any
+    ) -> tuple[ExecutionStatus, str | None]:
+        meta = execution.meta
+        url = self.execution_url(meta.id)
+        records = [StepRecord(id=s.id, action=s.action) for s in playbook.steps]
+        context: dict[str, Any] = {
+            "alert": meta.alert.context(),
+            "params": dict(meta.params),
+            "rule": {"name": meta.rule},
+            "execution": {"id": meta.id, "url": url},
+            "steps": {},
+        }
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + playbook.timeout_s
+        outcome: tuple[ExecutionStatus, str | None] = (ExecutionStatus.SUCCEEDED, None)
+        for i, step in enumerate(playbook.steps):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                outcome = (
+                    ExecutionStatus.TIMED_OUT,
+                    f"playbook timeout of {playbook.timeout_s:g}s reached",
+                )
+                break
+            timeout_s = min(step.timeout_s, remaining) if step.timeout_s is not None else remaining
+            started = self._clock()
+            records[i] = records[i].model_copy(
+                update={"status": StepStatus.RUNNING, "started_at": started, "attempts": 1}
+            )
+            await self.store.save_steps(
+                meta.id, records, TimelineEvent(at=started, event="step_started", step=step.id)
+            )
+            log.info("step.started", step=step.id, action=step.action, attempt=1)
+            result = await self._run_action(step, context, meta, url, timeout_s)
+            finished = self._clock()
+            status = StepStatus.SUCCEEDED if result.ok else StepStatus.FAILED
+            records[i] = records[i].model_copy(
+                update={
+                    "status": status,
+                    "finished_at": finished,
+                    "exit_code": result.exit_code,
+                    "stdout": result.stdout,
+                    "stderr": result.stderr,
+                    "error": result.error,
+                    "timed_out": result.timed_out,
+                }
+            )
+            context["steps"][step.id] = _step_context(records[i])
+            await self.store.save_steps(
+                meta.id,
+                records,
+                TimelineEvent(at=finished, event=f"step_{status.value}", step=step.id, detail=result.error),
+            )
+            self.metrics.step_duration.labels(step.action, status.value).observe(finished - started)
+            log.info(
+                "step.finished",
+                step=step.id,
+                attempt=1,
+                outcome=status.value,
+                exit_code=result.exit_code,
+            )
+            if not result.ok:
+                kind = ExecutionStatus.TIMED_OUT if result.timed_out else ExecutionStatus.FAILED
+                outcome = (kind, f"step {step.id!r} failed: {result.error}")
+                break
+        pending = [n for n, r in enumerate(records) if r.status is StepStatus.PENDING]
+        if pending:
+            for n in pending:
+                records[n] = records[n].model_copy(update={"status": StepStatus.CANCELLED})
+            await self.store.save_steps(
+                meta.id,
+                records,
+                TimelineEvent(at=self._clock(), event="steps_cancelled", detail=outcome[1]),
+            )
+        return outcome
+
+    async def _run_action(
+        self, step: Step, context: dict[str, Any], meta: ExecutionMeta, url: str, timeout_s: float
+    ) -> ActionResult:
+        action = ACTIONS[step.action]
+        try:
+            rendered = render_tree(step.with_, context)
+            params = action.Params.model_validate(rendered)
+        except TemplateError as e:
+            return ActionResult(ok=False, error=str(e))
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(x) for x in err["loc"])
+            return ActionResult(ok=False, error=f"with.{loc}: {err['msg']} (after rendering)")
+        ctx = ActionContext(
+            execution_id=meta.id,
+            step_id=step.id,
+            env=alert_environment(meta, step_id=step.id, execution_url=url),
+            output_limit=self.config.settings.history.output_tail_bytes,
+        )
+        try:
+            return await asyncio.wait_for(
+                action.run(params, ctx, timeout_s=timeout_s), timeout_s + ACTION_GRACE_S
+            )
+        except TimeoutError:
+            return ActionResult(ok=False, error=f"timed out after {timeout_s:g}s", timed_out=True)

@@ -1,0 +1,176 @@
+"""Thin HTTP handlers: validate into a model, call one function, render JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import datetime
+
+from aiohttp import web
+
+from receiver.durations import parse_duration
+from receiver.engine import Engine
+from receiver.errors import NotFound, PayloadError, RequestError, StoreUnavailable
+from receiver.models import parse_payload
+from receiver.states import ExecutionStatus
+from receiver.store.base import HistoryQuery
+
+ENGINE = web.AppKey("engine", Engine)
+MAX_PAGE = 500
+DEFAULT_PAGE = 50
+# /-/ready answers within this even when the store hangs.
+READY_TIMEOUT_S = 2.0
+
+
+async def webhook(request: web.Request) -> web.Response:
+    """POST /webhook: admit an Alertmanager notification."""
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except ValueError as e:
+        raise PayloadError("(body)", f"not valid JSON: {e}") from e
+    report = await request.app[ENGINE].ingest(parse_payload(body))
+    return web.json_response(report.as_json())
+
+
+async def healthy(request: web.Request) -> web.Response:
+    """GET /-/healthy: the process is up."""
+    return web.json_response({"status": "healthy"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """GET /-/ready: ready only when the store answers."""
+    engine = request.app[ENGINE]
+    try:
+        await asyncio.wait_for(engine.store.ping(), READY_TIMEOUT_S)
+    except (StoreUnavailable, TimeoutError) as e:
+        return web.json_response({"status": "not ready", "error": str(e) or "store timed out"}, status=503)
+    return web.json_response({"status": "ready", "store": engine.store.name})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """GET /metrics: Prometheus text format."""
+    body = request.app[ENGINE].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def _time_param(name: str, value: str | None) -> float | None:
+    """RFC 3339, epoch seconds, or a duration meaning that long ago ("1h")."""
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        pass
+    try:
+        return time.time() - parse_duration(value)
+    except ValueError:
+        raise RequestError(
+            name, f"expected RFC 3339, epoch seconds or a duration like 1h, got {value!r}"
+        ) from None
+
+
+def history_query(q: dict[str, str]) -> HistoryQuery:
+    """Read the history filters from query parameters; RequestError names a bad one."""
+    known = {
+        "alertname",
+        "rule",
+        "playbook",
+        "status",
+        "fingerprint",
+        "since",
+        "until",
+        "cursor",
+        "limit",
+    }
+    for k in q:
+        if k not in known:
+            raise RequestError(k, f"unknown parameter (known: {', '.join(sorted(known))})")
+    status = None
+    if q.get("status"):
+        try:
+            status = ExecutionStatus(q["status"])
+        except ValueError:
+            allowed = ", ".join(s.value for s in ExecutionStatus)
+            raise RequestError("status", f"unknown status {q['status']!r} (one of {allowed})") from None
+    limit = DEFAULT_PAGE
+    if q.get("limit"):
+        if not q["limit"].isdigit() or not 1 <= int(q["limit"]) <= MAX_PAGE:
+            raise RequestError("limit", f"expected an integer from 1 to {MAX_PAGE}")
+        limit = int(q["limit"])
+    return HistoryQuery(
+        alertname=q.get("alertname") or None,
+        rule=q.get("rule") or None,
+        playbook=q.get("playbook") or None,
+        status=status,
+        fingerprint=q.get("fingerprint") or None,
+        since=_time_param("since", q.get("since")),
+        until=_time_param("until", q.get("until")),
+        cursor=q.get("cursor") or None,
+        limit=limit,
+    )
+
+
+async def list_executions(request: web.Request) -> web.Response:
+    """GET /api/v1/executions: history, newest first, with cursor paging."""
+    engine = request.app[ENGINE]
+    page = await engine.store.history(history_query(dict(request.query)))
+    base = engine.config.settings.external_url.rstrip("/")
+    return web.json_response(
+        {"items": [e.summary(base) for e in page.items], "next_cursor": page.next_cursor}
+    )
+
+
+async def get_execution(request: web.Request) -> web.Response:
+    """GET /api/v1/executions/{id}: one execution in full."""
+    engine = request.app[ENGINE]
+    ident = request.match_info["id"]
+    execution = await engine.store.get(ident)
+    if execution is None:
+        raise NotFound("execution", ident)
+    return web.json_response(execution.detail(engine.config.settings.external_url.rstrip("/")))
+
+
+async def list_rules(request: web.Request) -> web.Response:
+    """GET /api/v1/rules: the loaded rules, in the order they are tried."""
+    rules = request.app[ENGINE].config.rules
+    return web.json_response(
+        {
+            "rules": [
+                {
+                    "name": r.name,
+                    "matchers": [str(m) for m in r.matchers],
+                    "playbook": r.playbook,
+                    "continue": r.continue_,
+                    "on_resolved": r.on_resolved,
+                    "cooldown_s": r.cooldown_s,
+                    "source": r.source,
+                }
+                for r in rules
+            ]
+        }
+    )
+
+
+async def list_playbooks(request: web.Request) -> web.Response:
+    """GET /api/v1/playbooks: the loaded playbooks and their steps."""
+    playbooks = request.app[ENGINE].config.playbooks
+    return web.json_response(
+        {
+            "playbooks": [
+                {
+                    "name": p.name,
+                    "description": p.description,
+                    "timeout_s": p.timeout_s,
+                    "steps": [{"id": s.id, "action": s.action, "timeout_s": s.timeout_s} for s in p.steps],
+                    "source": p.source,
+                }
+                for p in playbooks.values()
+            ]
+        }
+    )

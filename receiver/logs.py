@@ -1,0 +1,32 @@
+"""structlog set up once: JSON lines, or readable console output when attached to a terminal."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+
+def configure(*, json: bool | None = None, level: str = "info") -> None:
+    """Configure structlog for the process; `json=None` picks JSON unless stdout is a terminal."""
+    use_json = not sys.stdout.isatty() if json is None else json
+    renderer: Any = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(**bound: Any) -> Any:
+    """A logger with `bound` fields attached to every event."""
+    return structlog.get_logger("receiver").bind(**bound)

@@ -1,0 +1,154 @@
+"""Playbooks: named lists of steps, each an action with templated parameters. Pure: no I/O.
+
+Steps run in file order in this version. Each step's `with:` is validated against its action's
+parameter model when the playbook loads, and again, rendered, when the step runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from receiver.durations import parse_duration
+from receiver.errors import ConfigError, TemplateError
+from receiver.templates import TemplateTree, compile_tree
+from receiver.yamlsource import Document
+
+DEFAULT_PLAYBOOK_TIMEOUT_S = 30 * 60.0
+
+
+class StepSpec(BaseModel):
+    """One step as written in YAML."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
+    action: str = Field(min_length=1)
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    timeout: float | None = None
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> float | None:
+        return None if v is None else parse_duration(v)
+
+
+class PlaybookSpec(BaseModel):
+    """A playbook as written in YAML."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    timeout: float = DEFAULT_PLAYBOOK_TIMEOUT_S
+    steps: list[dict[str, Any]] = Field(min_length=1)
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> float:
+        return parse_duration(v)
+
+
+@dataclass(frozen=True)
+class Step:
+    """A loaded step: its action name and compiled `with:` templates."""
+
+    id: str
+    action: str
+    with_: TemplateTree
+    timeout_s: float | None
+
+
+@dataclass(frozen=True)
+class Playbook:
+    """A loaded playbook."""
+
+    name: str
+    description: str
+    timeout_s: float
+    steps: tuple[Step, ...]
+    source: str
+
+
+def _load_step(
+    raw: Any,
+    doc: Document,
+    base: tuple[str | int, ...],
+    where: str,
+    actions: Mapping[str, type[BaseModel]],
+) -> Step:
+    spec = StepSpec.model_validate(raw)
+    swhere = f"{where} step {spec.id!r}"
+    model = actions.get(spec.action)
+    if model is None:
+        known = ", ".join(sorted(actions))
+        raise ConfigError(
+            f"unknown action {spec.action!r} (known: {known})",
+            file=doc.file,
+            line=doc.line_of((*base, "action")),
+            where=swhere,
+        )
+    try:
+        model.model_validate(spec.with_)
+    except ValidationError as e:
+        errs = doc.errors_from(e, base=(*base, "with"), where=swhere)
+        first = errs[0]
+        raise ConfigError(f"with.{first.message}", file=first.file, line=first.line, where=swhere) from e
+    try:
+        tree = compile_tree(spec.with_, f"{swhere} with")
+    except TemplateError as e:
+        raise ConfigError(str(e), file=doc.file, line=doc.line_of((*base, "with")), where=swhere) from e
+    return Step(id=spec.id, action=spec.action, with_=tree, timeout_s=spec.timeout)
+
+
+def load_playbook(
+    doc: Document, actions: Mapping[str, type[BaseModel]]
+) -> tuple[Playbook | None, list[ConfigError]]:
+    """Load one playbook document, checking every step's action and parameters.
+
+    `actions` maps each known action name to the pydantic model of its `with:` parameters.
+    """
+    try:
+        spec = PlaybookSpec.model_validate(doc.data)
+    except ValidationError as e:
+        return None, doc.errors_from(e)
+    where = f"playbook {spec.name!r}"
+    steps: list[Step] = []
+    errors: list[ConfigError] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(spec.steps):
+        base: tuple[str | int, ...] = ("steps", i)
+        try:
+            step = _load_step(raw, doc, base, where, actions)
+        except ValidationError as e:
+            errors.extend(doc.errors_from(e, base=base, where=f"{where} steps[{i}]"))
+            continue
+        except ConfigError as e:
+            errors.append(e)
+            continue
+        if step.id in seen:
+            errors.append(
+                ConfigError(
+                    f"duplicate step id {step.id!r}",
+                    file=doc.file,
+                    line=doc.line_of(base),
+                    where=where,
+                )
+            )
+        seen.add(step.id)
+        steps.append(step)
+    if errors:
+        return None, errors
+    return (
+        Playbook(
+            name=spec.name,
+            description=spec.description,
+            timeout_s=spec.timeout,
+            steps=tuple(steps),
+            source=f"{doc.file}:{doc.line_of(()) or 1}",
+        ),
+        [],
+    )
