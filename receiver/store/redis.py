@@ -169,25 +169,33 @@ class RedisStore:
         return result
 
     async def claim(self, consumer: str, wait_s: float) -> Execution | None:
-        """Read one message through the consumer group and move its execution to running."""
+        """Read messages through the consumer group until one's execution moves to running.
+
+        A message whose execution is no longer queued (cancelled while it waited) is acknowledged
+        and skipped.
+        """
+        deadline = time.monotonic() + wait_s
         async with self._guard():
             await self._ensure_group()
-            resp: Any = await self._r.xreadgroup(
-                GROUP, consumer, {self._queue: ">"}, count=1, block=max(1, int(wait_s * 1000))
-            )
-            if not resp:
-                return None
-            _, messages = resp[0]
-            msg_id, fields = messages[0]
-            ident = str(fields["id"])
-            now = time.time()
-            started = await self._start(
-                keys=[self._k("exec", ident), self._k("exec", ident, "timeline"), self._queue],
-                args=[GROUP, msg_id, repr(now), _event(now, "running")],
-            )
-            if not started:
-                return None
-            return await self.get(ident)
+            while True:
+                block = max(1, int((deadline - time.monotonic()) * 1000))
+                resp: Any = await self._r.xreadgroup(
+                    GROUP, consumer, {self._queue: ">"}, count=1, block=block
+                )
+                if not resp:
+                    return None
+                _, messages = resp[0]
+                msg_id, fields = messages[0]
+                ident = str(fields["id"])
+                now = time.time()
+                started = await self._start(
+                    keys=[self._k("exec", ident), self._k("exec", ident, "timeline"), self._queue],
+                    args=[GROUP, msg_id, repr(now), _event(now, "running")],
+                )
+                if started:
+                    return await self.get(ident)
+                if time.monotonic() >= deadline:
+                    return None
 
     async def save_steps(self, execution_id: str, steps: list[StepRecord], event: TimelineEvent) -> None:
         """Write the steps and a timeline event in one transaction."""
