@@ -89,7 +89,9 @@ def test_bad_payloads_name_the_field(body: object, field: str) -> None:
 
 def test_one_bad_alert_does_not_lose_the_others() -> None:
     """A malformed alert is rejected alone; the valid alerts of the same payload are kept."""
-    body = payload(alert("Good", instance="a"), {"status": "firing", "labels": "oops"}, alert("Good", instance="b"))
+    body = payload(
+        alert("Good", instance="a"), {"status": "firing", "labels": "oops"}, alert("Good", instance="b")
+    )
     p = parse_payload(body)
     assert [a.labels["instance"] for a in p.alerts] == ["a", "b"]
     assert [r.index for r in p.rejected] == [1]

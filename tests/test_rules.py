@@ -88,7 +88,7 @@ def test_sandbox_blocks_unsafe_attribute_access(tmp_path: Path) -> None:
     """Templates run in Jinja2's sandbox: reaching Python internals fails as a route failure."""
     rules, errors = rules_from(
         tmp_path,
-        "rules:\n  - name: evil\n    playbook: p\n    params: {x: \"{{ alert.__class__.__mro__ }}\"}\n",
+        'rules:\n  - name: evil\n    playbook: p\n    params: {x: "{{ alert.__class__.__mro__ }}"}\n',
     )
     assert errors == []
     got = decisions(rules, name="X")
@@ -99,10 +99,19 @@ def test_sandbox_blocks_unsafe_attribute_access(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         ("rules:\n  - name: a\n    playbok: x\n", ["rules.yml:3 (rule 'a')", "playbok: unknown key"]),
-        ("rules:\n  - name: a\n    playbook: x\n    matchers: ['a=\"b']\n", ["rules.yml:4", "closing double quote"]),
+        (
+            "rules:\n  - name: a\n    playbook: x\n    matchers: ['a=\"b']\n",
+            ["rules.yml:4", "closing double quote"],
+        ),
         ("rules:\n  - name: a\n    playbook: x\n    params: {y: '{{ oops'}\n", ["params.y", "rule 'a'"]),
-        ("rules:\n  - name: a\n    playbook: x\n    on_resolved: retry\n", ["on_resolved", "'cancel' or 'ignore'"]),
-        ("rules:\n  - name: a\n    playbook: x\n    dedup: {cooldown: soon}\n", ["dedup.cooldown", "not a duration"]),
+        (
+            "rules:\n  - name: a\n    playbook: x\n    on_resolved: retry\n",
+            ["on_resolved", "'cancel' or 'ignore'"],
+        ),
+        (
+            "rules:\n  - name: a\n    playbook: x\n    dedup: {cooldown: soon}\n",
+            ["dedup.cooldown", "not a duration"],
+        ),
         ("rule: []\n", ["rules: Field required"]),
     ],
 )

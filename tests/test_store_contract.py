@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from receiver.dedup import AdmissionPlan, Outcome, plan_admission
+from receiver.dedup import AdmissionPlan, plan_admission
 from receiver.execution import StepRecord, TimelineEvent, new_execution_id
 from receiver.models import parse_payload
 from receiver.states import ExecutionStatus, StepStatus
@@ -55,7 +55,11 @@ async def test_admits_each_matching_rule_once(store: Store, rules: tuple[Any, ..
     assert outcomes(result) == ["admitted", "admitted"]
     e = await store.get(result.decided[0].execution_id)
     assert e is not None
-    assert (e.status, e.meta.rule, e.meta.params) == (ExecutionStatus.QUEUED, "restart", {"deployment": "web"})
+    assert (e.status, e.meta.rule, e.meta.params) == (
+        ExecutionStatus.QUEUED,
+        "restart",
+        {"deployment": "web"},
+    )
     assert [t.event for t in e.timeline] == ["queued"]
 
 
@@ -114,7 +118,7 @@ async def test_cooldown_expires(tmp_path: Path, redis_server: RedisServer) -> No
 
 
 async def test_resolved_cancels_queued_when_rule_says_cancel(store: Store, rules: tuple[Any, ...]) -> None:
-    """A resolved alert cancels its queued executions whose rule has on_resolved: cancel, and marks the rest."""
+    """A resolution cancels queued executions whose rule says on_resolved: cancel, and marks the rest."""
     firing = alert("Crash", deployment="web")
     admitted = await store.admit(plan(rules, firing), NOW)
     restart_id, diagnose_id = (d.execution_id for d in admitted.decided)
@@ -207,7 +211,9 @@ async def test_history_filters_newest_first_and_pages(store: Store, rules: tuple
     assert len((await store.history(HistoryQuery(playbook="diagnose"))).items) == 6
     assert len((await store.history(HistoryQuery(alertname="Crash"))).items) == 2
     fp = everything.items[-1].meta.alert.fingerprint
-    assert [e.meta.alert.fingerprint for e in (await store.history(HistoryQuery(fingerprint=fp))).items] == [fp]
+    assert [e.meta.alert.fingerprint for e in (await store.history(HistoryQuery(fingerprint=fp))).items] == [
+        fp
+    ]
     assert len((await store.history(HistoryQuery(since=NOW + 3, until=NOW + 4))).items) == 2
     assert (await store.history(HistoryQuery(status=ExecutionStatus.RUNNING))).items == []
 

@@ -85,6 +85,18 @@ async def _drain(stream: asyncio.StreamReader | None, tail: _Tail) -> None:
         tail.feed(chunk)
 
 
+async def _exited(proc: asyncio.subprocess.Process) -> None:
+    """Return once the process itself has exited.
+
+    Python 3.11's Process.wait() also waits for the pipes to close, which a background child
+    holding stdout can delay forever; returncode is set as soon as the exit is seen.
+    """
+    delay = 0.001
+    while proc.returncode is None:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.02)
+
+
 def _kill_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
@@ -94,10 +106,36 @@ async def _terminate(proc: asyncio.subprocess.Process) -> None:
     """SIGTERM the process group, SIGKILL it after the grace period, and reap the leader."""
     _kill_group(proc.pid, signal.SIGTERM)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(proc.wait()), KILL_GRACE_S)
+        await asyncio.wait_for(_exited(proc), KILL_GRACE_S)
     # Children may ignore SIGTERM or outlive the leader: the group gets SIGKILL regardless.
     _kill_group(proc.pid, signal.SIGKILL)
-    await proc.wait()
+    await _exited(proc)
+
+
+async def _collect(proc: asyncio.subprocess.Process, readers: asyncio.Future[Any]) -> None:
+    """Read what is left in the pipes after the process exited.
+
+    A background child that keeps them open past the grace period is killed with the rest of the
+    group (and one that escaped the group with setsid is cut off).
+    """
+    try:
+        await asyncio.wait_for(asyncio.shield(readers), KILL_GRACE_S)
+    except TimeoutError:
+        _kill_group(proc.pid, signal.SIGKILL)
+        readers.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await readers
+
+
+def _close(proc: asyncio.subprocess.Process) -> None:
+    """Close the subprocess transport now.
+
+    Python 3.11 has no public way to do it, and the pipes would close only on a later loop
+    iteration, so a file descriptor could outlive the step.
+    """
+    transport = getattr(proc, "_transport", None)
+    if transport is not None:
+        transport.close()
 
 
 def child_env(params: ScriptParams, ctx: ActionContext, base: Mapping[str, str]) -> dict[str, str]:
@@ -134,20 +172,18 @@ class ScriptAction:
         readers = asyncio.gather(_drain(proc.stdout, out), _drain(proc.stderr, err))
         timed_out = False
         try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), limit)
-        except TimeoutError:
-            timed_out = True
-            await _terminate(proc)
+            try:
+                await asyncio.wait_for(_exited(proc), limit)
+            except TimeoutError:
+                timed_out = True
+                await _terminate(proc)
+            await _collect(proc, readers)
         except asyncio.CancelledError:
             await _terminate(proc)
             readers.cancel()
             raise
-        try:
-            # Grandchildren that kept the pipes open were killed with the group; don't wait forever.
-            await asyncio.wait_for(readers, KILL_GRACE_S)
-        except TimeoutError:
-            _kill_group(proc.pid, signal.SIGKILL)
-            readers.cancel()
+        finally:
+            _close(proc)
         code = proc.returncode
         if timed_out:
             return ActionResult(
