@@ -151,12 +151,15 @@ def load_config(path: Path | None, *, store_override: str | None = None) -> Conf
 
     actions = action_params()
     playbooks: dict[str, Playbook] = {}
+    broken: set[str] = set()  # playbooks that failed to load: their rules need no second error
     for ppath in _expand(settings.playbooks, base, "playbooks", errors, file):
         try:
             for d in load_documents(ppath):
                 pb, errs = load_playbook(d, actions)
                 errors.extend(errs)
                 if pb is None:
+                    if isinstance(d.data, dict) and isinstance(d.data.get("name"), str):
+                        broken.add(d.data["name"])
                     continue
                 if pb.name in playbooks:
                     errors.append(
@@ -174,7 +177,7 @@ def load_config(path: Path | None, *, store_override: str | None = None) -> Conf
         if r.name in names:
             errors.append(ConfigError(f"rule {r.name!r} is also defined at {names[r.name]}", where=r.source))
         names[r.name] = r.source
-        if r.playbook not in playbooks:
+        if r.playbook not in playbooks and r.playbook not in broken:
             errors.append(
                 ConfigError(f"rule {r.name!r} names unknown playbook {r.playbook!r}", where=r.source)
             )

@@ -95,6 +95,7 @@ class Engine:
         self._clock = clock
         self._log = get_logger(consumer=consumer)
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     # ---- ingest -------------------------------------------------------------------------
 
@@ -157,6 +158,7 @@ class Engine:
 
     async def stop(self) -> None:
         """Cancel the workers and wait for them (a running script's process group is killed)."""
+        self._stopping = True
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -164,19 +166,23 @@ class Engine:
 
     async def _worker(self, n: int) -> None:
         consumer = f"{self.consumer}-{n}"
-        while True:
+        task = asyncio.current_task()
+        while not self._stopping:
             try:
                 execution = await self.store.claim(consumer, CLAIM_WAIT_S)
                 if execution is not None:
                     await self.execute(execution)
-            except StoreUnavailable as e:
-                self.metrics.store_errors.labels("worker").inc()
-                self._log.warning("worker.store_unavailable", worker=consumer, error=str(e))
-                await asyncio.sleep(STORE_RETRY_S)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                self._log.exception("worker.crashed_execution", worker=consumer)
+            except Exception as e:
+                # A client library may turn a cancellation into its own error; never swallow it.
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from e
+                if isinstance(e, StoreUnavailable):
+                    self.metrics.store_errors.labels("worker").inc()
+                    self._log.warning("worker.store_unavailable", worker=consumer, error=str(e))
+                else:
+                    self._log.exception("worker.error", worker=consumer)
                 await asyncio.sleep(STORE_RETRY_S)
 
     # ---- running one execution ------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from receiver.durations import parse_duration
-from receiver.errors import ConfigError, TemplateError
+from receiver.errors import ConfigError, ConfigErrors, TemplateError
 from receiver.templates import TemplateTree, compile_tree
 from receiver.yamlsource import Document
 
@@ -95,8 +95,9 @@ def _load_step(
         model.model_validate(spec.with_)
     except ValidationError as e:
         errs = doc.errors_from(e, base=(*base, "with"), where=swhere)
-        first = errs[0]
-        raise ConfigError(f"with.{first.message}", file=first.file, line=first.line, where=swhere) from e
+        raise ConfigErrors(
+            [ConfigError(f"with.{x.message}", file=x.file, line=x.line, where=swhere) for x in errs]
+        ) from e
     try:
         tree = compile_tree(spec.with_, f"{swhere} with")
     except TemplateError as e:
@@ -128,6 +129,9 @@ def load_playbook(
             continue
         except ConfigError as e:
             errors.append(e)
+            continue
+        except ConfigErrors as e:
+            errors.extend(e.errors)
             continue
         if step.id in seen:
             errors.append(

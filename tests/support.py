@@ -132,3 +132,15 @@ def load_rules_text(tmp_dir: Path, text: str) -> tuple[Any, ...]:
     rules, errors = load_rules(load_documents(f)[0])
     assert errors == [], errors
     return tuple(rules)
+
+
+def write_config(tmp_dir: Path, *, rules: str, playbooks: dict[str, str], settings: str = "") -> Path:
+    """Write a main config with its rules and playbook files into tmp_dir; return its path."""
+    (tmp_dir / "rules").mkdir(exist_ok=True)
+    (tmp_dir / "playbooks").mkdir(exist_ok=True)
+    (tmp_dir / "rules" / "rules.yml").write_text(rules)
+    for name, text in playbooks.items():
+        (tmp_dir / "playbooks" / f"{name}.yml").write_text(text)
+    path = tmp_dir / "receiver.yml"
+    path.write_text(f"rules: [rules/*.yml]\nplaybooks: [playbooks/*.yml]\n{settings}")
+    return path

@@ -1,0 +1,119 @@
+"""Loading the main config, rules and playbooks: every error names file, line and what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from receiver.config import load_config
+from receiver.errors import ConfigErrors
+from tests.support import PROJECT, write_config
+
+RULES = "rules:\n  - name: r\n    matchers: ['alertname=\"A\"']\n    playbook: p\n"
+PLAYBOOK = """name: p
+timeout: 1m
+steps:
+  - id: one
+    action: script
+    with: {command: ["echo", "{{ params.x | default('') }}"], timeout: 5s}
+"""
+
+
+def errors_for(tmp_path: Path, **kw: object) -> list[str]:
+    args = {"rules": RULES, "playbooks": {"p": PLAYBOOK}, **kw}
+    path = write_config(tmp_path, **args)  # type: ignore[arg-type]
+    with pytest.raises(ConfigErrors) as exc:
+        load_config(path)
+    return [str(e) for e in exc.value.errors]
+
+
+def test_shipped_config_loads() -> None:
+    """The receiver.yml, rules/ and playbooks/ shipped in the repository load without error."""
+    config = load_config(PROJECT / "receiver.yml")
+    assert {r.playbook for r in config.rules} <= set(config.playbooks)
+    assert config.store_url.startswith("sqlite:///")
+
+
+def test_good_config_loads(tmp_path: Path) -> None:
+    """A valid config yields its rules, playbooks and steps."""
+    config = load_config(write_config(tmp_path, rules=RULES, playbooks={"p": PLAYBOOK}))
+    assert [r.name for r in config.rules] == ["r"]
+    assert config.playbooks["p"].timeout_s == 60
+    assert [s.id for s in config.playbooks["p"].steps] == ["one"]
+
+
+@pytest.mark.parametrize(
+    ("playbook", "expected"),
+    [
+        (
+            PLAYBOOK.replace("action: script", "action: scirpt"),
+            ["p.yml:5", "unknown action 'scirpt'", "script"],
+        ),
+        (PLAYBOOK.replace("command: [", "comand: ["), ["p.yml:6", "step 'one'", "with.comand"]),
+        (PLAYBOOK.replace("timeout: 5s", "timeout: 5 seconds"), ["with.timeout", "not a duration"]),
+        (PLAYBOOK.replace("'') }}", "'') }"), ["step 'one'", "with.command[1]"]),
+        (
+            PLAYBOOK + "  - id: one\n    action: script\n    with: {command: [x]}\n",
+            ["duplicate step id 'one'"],
+        ),
+        (PLAYBOOK.replace("timeout: 1m", "timout: 1m"), ["p.yml:2", "timout: unknown key"]),
+        (
+            PLAYBOOK.replace("  - id: one", "  - id: 'bad id'"),
+            ["steps[0]", "id: String should match pattern"],
+        ),
+        ("name: p\nsteps: [\n", ["p.yml", "invalid YAML"]),
+    ],
+)
+def test_bad_playbooks_are_located(tmp_path: Path, playbook: str, expected: list[str]) -> None:
+    """A bad playbook is refused with its file, line, step and the offending key."""
+    errors = errors_for(tmp_path, playbooks={"p": playbook})
+    for part in expected:
+        assert any(part in e for e in errors), (part, errors)
+
+
+def test_broken_playbook_gives_one_error(tmp_path: Path) -> None:
+    """A playbook that fails to load is reported once, not again by each rule that names it."""
+    errors = errors_for(tmp_path, playbooks={"p": PLAYBOOK.replace("action: script", "action: nope")})
+    assert len(errors) == 1 and "unknown action 'nope'" in errors[0]
+
+
+def test_rule_naming_unknown_playbook(tmp_path: Path) -> None:
+    """A rule that names a playbook nobody defined is an error naming both."""
+    errors = errors_for(tmp_path, rules=RULES.replace("playbook: p", "playbook: nope"))
+    assert any("rule 'r' names unknown playbook 'nope'" in e for e in errors)
+
+
+def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
+    """Errors in several files are all listed, not just the first."""
+    errors = errors_for(
+        tmp_path,
+        rules=RULES + "  - name: r2\n    playbook: p\n    bogus: 1\n",
+        playbooks={"p": PLAYBOOK.replace("action: script", "action: nope")},
+    )
+    assert len(errors) >= 2
+    assert any("rules.yml" in e for e in errors) and any("p.yml" in e for e in errors)
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ("listen: nowhere\n", "listen: Value error, expected HOST:PORT"),
+        ("workers: 0\n", "workers: Input should be greater than or equal to 1"),
+        ("auth: {}\n", "auth: unknown key"),
+        ("history: {retention: a week}\n", "history.retention"),
+    ],
+)
+def test_bad_settings_name_the_key(tmp_path: Path, settings: str, expected: str) -> None:
+    """A bad main-config key is named with its file and line."""
+    errors = errors_for(tmp_path, settings=settings)
+    assert any(expected in e and "receiver.yml:3" in e for e in errors), errors
+
+
+def test_glob_matching_nothing_is_an_error(tmp_path: Path) -> None:
+    """A rules glob that matches no file is reported (a typo would otherwise load no rules)."""
+    path = write_config(tmp_path, rules=RULES, playbooks={"p": PLAYBOOK})
+    path.write_text("rules: [rulez/*.yml]\nplaybooks: [playbooks/*.yml]\n")
+    with pytest.raises(ConfigErrors) as exc:
+        load_config(path)
+    assert "rules: 'rulez/*.yml' matches no file" in str(exc.value)

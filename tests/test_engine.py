@@ -1,0 +1,169 @@
+"""The engine: workers claim executions and run their steps in order, recording everything."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from receiver.config import Config, load_config
+from receiver.engine import Engine
+from receiver.execution import Execution
+from receiver.metrics import Metrics
+from receiver.models import parse_payload
+from receiver.states import ExecutionStatus, StepStatus
+from receiver.store.base import Store
+from tests.support import alert, payload, write_config
+
+PY = sys.executable
+RULES = """
+rules:
+  - name: r
+    matchers: ['alertname="A"']
+    playbook: p
+    params: {target: "{{ alert.labels.target }}"}
+"""
+
+
+def config_with(tmp_path: Path, steps: str, timeout: str = "1m") -> Config:
+    return load_config(
+        write_config(tmp_path, rules=RULES, playbooks={"p": f"name: p\ntimeout: {timeout}\nsteps:\n{steps}"})
+    )
+
+
+async def run_one(config: Config, store: Store, **labels: str) -> Execution:
+    """Admit one alert and run it to the end with one worker."""
+    engine = Engine(config=config, store=store, metrics=Metrics(), consumer="test")
+    report = await engine.ingest(parse_payload(payload(alert("A", **labels))))
+    assert len(report.accepted) == 1, report
+    claimed = await store.claim("w", 2)
+    assert claimed is not None
+    await engine.execute(claimed)
+    done = await store.get(claimed.id)
+    assert done is not None
+    return done
+
+
+async def test_steps_run_in_order_and_see_earlier_outputs(tmp_path: Path, store: Store) -> None:
+    """Steps run in file order; a later step reads an earlier one's stdout and parsed JSON."""
+    steps = f"""  - id: first
+    action: script
+    with: {{command: ["{PY}", "-c", "import json; print(json.dumps({{'n': 41}}))"]}}
+  - id: second
+    action: script
+    with: {{command: ["echo", "{{{{ steps.first.json.n + 1 }}}} {{{{ params.target }}}} {{{{ steps.first.exit_code }}}}"]}}
+"""
+    e = await run_one(config_with(tmp_path, steps), store, target="web")
+    assert e.status is ExecutionStatus.SUCCEEDED
+    assert [s.status for s in e.steps] == [StepStatus.SUCCEEDED, StepStatus.SUCCEEDED]
+    assert e.steps[1].stdout == "42 web 0\n"
+    events = [(t.event, t.step) for t in e.timeline]
+    assert events == [
+        ("queued", None),
+        ("running", None),
+        ("step_started", "first"),
+        ("step_succeeded", "first"),
+        ("step_started", "second"),
+        ("step_succeeded", "second"),
+        ("succeeded", None),
+    ]
+    assert all(s.started_at and s.finished_at and s.finished_at >= s.started_at for s in e.steps)
+
+
+async def test_failed_step_fails_execution_and_cancels_the_rest(tmp_path: Path, store: Store) -> None:
+    """A failing step ends the execution failed with its exit code and stderr; later steps never run."""
+    steps = f"""  - id: bad
+    action: script
+    with: {{command: ["{PY}", "-c", "import sys; sys.stderr.write('disk busy'); sys.exit(4)"]}}
+  - id: never
+    action: script
+    with: {{command: ["echo", "should not run"]}}
+"""
+    e = await run_one(config_with(tmp_path, steps), store, target="x")
+    assert e.status is ExecutionStatus.FAILED
+    assert e.error == "step 'bad' failed: exit code 4"
+    assert (e.steps[0].exit_code, e.steps[0].stderr) == (4, "disk busy")
+    assert e.steps[1].status is StepStatus.CANCELLED and e.steps[1].started_at is None
+
+
+async def test_step_timeout_ends_timed_out(tmp_path: Path, store: Store) -> None:
+    """A step that exceeds its timeout is killed and the execution ends timed_out."""
+    steps = """  - id: slow
+    action: script
+    timeout: 300ms
+    with: {command: ["sleep", "30"]}
+"""
+    e = await run_one(config_with(tmp_path, steps), store, target="x")
+    assert e.status is ExecutionStatus.TIMED_OUT
+    assert e.steps[0].timed_out and "timed out after 0.3s" in (e.error or "")
+
+
+async def test_playbook_timeout_bounds_all_steps(tmp_path: Path, store: Store) -> None:
+    """The playbook's timeout caps the steps together, even when each step has no timeout."""
+    steps = """  - id: a
+    action: script
+    with: {command: ["sleep", "0.3"]}
+  - id: b
+    action: script
+    with: {command: ["sleep", "30"]}
+"""
+    e = await run_one(config_with(tmp_path, steps, timeout="600ms"), store, target="x")
+    assert e.status is ExecutionStatus.TIMED_OUT
+    assert e.steps[0].status is StepStatus.SUCCEEDED and e.steps[1].timed_out
+
+
+async def test_alert_reaches_script_as_environment(tmp_path: Path, store: Store) -> None:
+    """Labels, params and the execution id reach the script as environment variables, names escaped."""
+    steps = """  - id: env
+    action: script
+    with: {command: ["sh", "-c", 'echo "$ALERT_NAME|$ALERT_LABEL_TARGET|$PARAM_TARGET|$ALERT_LABEL_ODD_NAME_|$RECEIVER_EXECUTION_ID"']}
+"""
+    labels = {"target": "db-1; rm -rf /", "odd.name!": "v"}
+    e = await run_one(config_with(tmp_path, steps), store, **labels)
+    assert e.steps[0].stdout == f"A|db-1; rm -rf /|db-1; rm -rf /|v|{e.id}\n"
+
+
+async def test_render_error_fails_the_step_with_a_reason(tmp_path: Path, store: Store) -> None:
+    """A `with:` template that fails at run time fails its step and names the undefined value."""
+    steps = """  - id: s
+    action: script
+    with: {command: ["echo", "{{ steps.nothing.stdout }}"]}
+"""
+    e = await run_one(config_with(tmp_path, steps), store, target="x")
+    assert e.status is ExecutionStatus.FAILED
+    assert "steps.nothing" in (e.steps[0].error or "") or "nothing" in (e.steps[0].error or "")
+
+
+async def test_workers_run_queued_executions(tmp_path: Path, store: Store) -> None:
+    """Started workers pick up admitted executions by themselves and finish them."""
+    steps = """  - id: s
+    action: script
+    with: {command: ["true"]}
+"""
+    engine = Engine(config=config_with(tmp_path, steps), store=store, metrics=Metrics(), consumer="t")
+    engine.start()
+    try:
+        report = await engine.ingest(parse_payload(payload(*(alert("A", target=str(i)) for i in range(6)))))
+        ids = [a["execution_id"] for a in report.accepted]
+        assert len(ids) == 6
+        for _ in range(100):
+            got = [await store.get(i) for i in ids]
+            if all(g is not None and g.status.terminal for g in got):
+                break
+            await asyncio.sleep(0.05)
+        assert all(g is not None and g.status is ExecutionStatus.SUCCEEDED for g in got)
+    finally:
+        await engine.stop()
+
+
+async def test_unrouted_and_template_failures_are_reported(tmp_path: Path, store: Store) -> None:
+    """Alerts no rule matches are listed as unrouted; a rule whose params fail is listed as rejected."""
+    steps = """  - id: s
+    action: script
+    with: {command: ["true"]}
+"""
+    engine = Engine(config=config_with(tmp_path, steps), store=store, metrics=Metrics(), consumer="t")
+    report = await engine.ingest(parse_payload(payload(alert("Other"), alert("A"))))
+    assert [u["alertname"] for u in report.unrouted] == ["Other"]
+    assert report.rejected[0]["rule"] == "r" and "target" in report.rejected[0]["error"]
+    assert report.accepted == []

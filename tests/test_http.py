@@ -1,0 +1,199 @@
+"""The HTTP edge through the real app: ingest, bad input, history API, probes, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from receiver.app import create_app
+from receiver.config import load_config
+from receiver.store.base import Store
+from receiver.store.redis import RedisStore
+from tests.support import RedisServer, alert, fixture, payload, write_config
+
+RULES = """
+rules:
+  - name: crashloop
+    matchers: ['alertname="KubePodCrashLooping"']
+    playbook: echo
+    params: {deployment: "{{ alert.labels.deployment }}"}
+"""
+PLAYBOOK = """name: echo
+steps:
+  - id: say
+    action: script
+    with: {command: ["echo", "restarting {{ params.deployment }}"]}
+"""
+
+
+@asynccontextmanager
+async def serve(tmp_path: Path, store: Store, settings: str = "") -> AsyncIterator[TestClient[Any, Any]]:
+    config = load_config(write_config(tmp_path, rules=RULES, playbooks={"echo": PLAYBOOK}, settings=settings))
+    client = TestClient(TestServer(create_app(config, store=store)))
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def wait_terminal(client: TestClient[Any, Any], ident: str) -> dict[str, Any]:
+    for _ in range(100):
+        r = await client.get(f"/api/v1/executions/{ident}")
+        body: dict[str, Any] = await r.json()
+        if body["status"] not in ("queued", "running"):
+            return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"execution {ident} did not finish")
+
+
+async def test_fixture_payload_runs_once_and_shows_in_history(tmp_path: Path, store: Store) -> None:
+    """A real Alertmanager body admits one execution per alert, runs it, and history shows the output."""
+    async with serve(tmp_path, store) as client:
+        r = await client.post("/webhook", json=fixture("firing_group.json"))
+        assert r.status == 200
+        body = await r.json()
+        assert [a["fingerprint"] for a in body["accepted"]] == ["0966f417a7620d6d", "24e1babf70044c9b"]
+        again = await (await client.post("/webhook", json=fixture("firing_group.json"))).json()
+        assert again["accepted"] == [] and [s["reason"] for s in again["suppressed"]] == ["duplicate"] * 2
+
+        detail = await wait_terminal(client, body["accepted"][0]["execution_id"])
+        assert detail["status"] == "succeeded"
+        assert detail["steps"][0]["stdout"] == "restarting cart\n"
+        assert detail["alert"]["labels"]["pod"] == "cart-5c4b-fghij"
+        assert [t["event"] for t in detail["timeline"]][:2] == ["queued", "running"]
+
+        listing = await (
+            await client.get("/api/v1/executions", params={"alertname": "KubePodCrashLooping"})
+        ).json()
+        assert len(listing["items"]) == 2 and listing["next_cursor"] is None
+
+
+async def test_resolved_alert_is_recorded(tmp_path: Path, store: Store) -> None:
+    """After the remediation, the resolved notification marks the execution recovered."""
+    async with serve(tmp_path, store) as client:
+        body = await (await client.post("/webhook", json=fixture("firing_group.json"))).json()
+        ident = body["accepted"][1]["execution_id"]
+        await wait_terminal(client, ident)
+        resolved = fixture("all_resolved.json")
+        resolved["alerts"][0]["endsAt"] = "2099-01-01T00:00:00Z"  # after the run started
+        r = await (await client.post("/webhook", json=resolved)).json()
+        assert r["resolved"] == [{"execution_id": ident, "cancelled": False}]
+        detail = await (await client.get(f"/api/v1/executions/{ident}")).json()
+        assert detail["recovered"] is True and detail["resolved_at"].startswith("2099-01-01")
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (b"{not json", "(body)"),
+        (b"[]", "(body)"),
+        (b'{"version": "4"}', "alerts"),
+        (b'{"alerts": 3}', "alerts"),
+        (b'{"alerts": [{"status": "firing", "labels": {"a": "b"}}]}', "alerts[0].startsAt"),
+    ],
+)
+async def test_bad_bodies_get_400_naming_the_field(
+    tmp_path: Path, store: Store, data: bytes, field: str
+) -> None:
+    """Non-JSON, wrong types and missing fields get 400 with a JSON error naming the field."""
+    async with serve(tmp_path, store) as client:
+        r = await client.post("/webhook", data=data, headers={"Content-Type": "application/json"})
+        assert r.status == 400
+        body = await r.json()
+        assert body["field"] == field and field in body["error"]
+
+
+async def test_odd_alert_does_not_lose_valid_ones(tmp_path: Path, store: Store) -> None:
+    """One malformed alert is listed as rejected; the valid alert beside it is admitted."""
+    good = alert("KubePodCrashLooping", deployment="web")
+    async with serve(tmp_path, store) as client:
+        r = await client.post("/webhook", json=payload({"status": "firing", "labels": []}, good))
+        body = await r.json()
+        assert r.status == 200
+        assert len(body["accepted"]) == 1 and body["rejected"][0]["index"] == 0
+
+
+async def test_body_over_limit_gets_413(tmp_path: Path, store: Store) -> None:
+    """A body over webhook.max_body_bytes is refused with 413 and a JSON error."""
+    async with serve(tmp_path, store, settings="webhook: {max_body_bytes: 2000}\n") as client:
+        big = payload(*(alert("KubePodCrashLooping", deployment=f"d{i}") for i in range(20)))
+        r = await client.post("/webhook", data=json.dumps(big))
+        assert r.status == 413
+        assert "2000" in (await r.json())["error"]
+
+
+async def test_wrong_method_gets_405_and_unknown_path_404(tmp_path: Path, store: Store) -> None:
+    """GET /webhook is 405 with Allow: POST; an unknown path is 404; both JSON."""
+    async with serve(tmp_path, store) as client:
+        r = await client.get("/webhook")
+        assert r.status == 405 and r.headers["Allow"] == "POST"
+        assert "error" in await r.json()
+        r = await client.get("/nope")
+        assert r.status == 404 and "error" in await r.json()
+
+
+async def test_history_bad_params_and_missing_execution(tmp_path: Path, store: Store) -> None:
+    """A bad history parameter is a 400 naming it; an unknown execution id is a 404."""
+    async with serve(tmp_path, store) as client:
+        for params, name in (
+            ({"status": "exploded"}, "status"),
+            ({"limit": "0"}, "limit"),
+            ({"since": "last tuesday"}, "since"),
+            ({"colour": "red"}, "colour"),
+        ):
+            r = await client.get("/api/v1/executions", params=params)
+            assert r.status == 400 and (await r.json())["param"] == name
+        r = await client.get("/api/v1/executions/000000000000deadbeef00")
+        assert r.status == 404
+
+
+async def test_probes_metrics_rules_playbooks(tmp_path: Path, store: Store) -> None:
+    """Health, readiness, metrics and the loaded rules and playbooks are served."""
+    async with serve(tmp_path, store) as client:
+        assert (await client.get("/-/healthy")).status == 200
+        ready = await client.get("/-/ready")
+        assert ready.status == 200 and (await ready.json())["store"] == store.name
+        await client.post("/webhook", json=fixture("firing_group.json"))
+        text = await (await client.get("/metrics")).text()
+        assert 'receiver_alerts_received_total{status="firing"} 2.0' in text
+        assert 'receiver_alerts_admitted_total{rule="crashloop"} 2.0' in text
+        assert "receiver_webhook_duration_seconds_bucket" in text
+        rules = await (await client.get("/api/v1/rules")).json()
+        assert rules["rules"][0]["matchers"] == ['alertname="KubePodCrashLooping"']
+        playbooks = await (await client.get("/api/v1/playbooks")).json()
+        assert playbooks["playbooks"][0]["steps"][0]["id"] == "say"
+
+
+async def test_redis_outage_gives_503_and_recovers(tmp_path: Path) -> None:
+    """With Redis down the webhook answers 503 and /-/ready is 503; once Redis is back, 200 again."""
+    server = RedisServer(tmp_path)
+    server.start()
+    store = RedisStore.from_url(server.url)
+    try:
+        async with serve(tmp_path, store) as client:
+            assert (await client.post("/webhook", json=fixture("firing_group.json"))).status == 200
+            server.stop()
+            r = await client.post("/webhook", json=payload(alert("KubePodCrashLooping", deployment="x")))
+            assert r.status == 503 and "unavailable" in (await r.json())["error"]
+            assert (await client.get("/-/ready")).status == 503
+            assert (await client.get("/-/healthy")).status == 200
+            server.start()
+            for _ in range(50):
+                if (await client.get("/-/ready")).status == 200:
+                    break
+                await asyncio.sleep(0.1)
+            r = await client.post("/webhook", json=fixture("mixed_firing_resolved.json"))
+            assert r.status == 200
+            text = await (await client.get("/metrics")).text()
+            assert 'receiver_webhook_duration_seconds_count{code="503"} 1.0' in text
+    finally:
+        await store.close()
+        server.stop()
