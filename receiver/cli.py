@@ -16,7 +16,11 @@ from receiver.logs import configure, get_logger
 
 def _load(args: argparse.Namespace) -> Config | None:
     try:
-        return load_config(args.config, store_override=getattr(args, "store", None))
+        return load_config(
+            args.config,
+            store_override=getattr(args, "store", None),
+            listen_override=getattr(args, "listen", None),
+        )
     except ConfigErrors as e:
         print(f"receiver: the configuration has {len(e.errors)} error(s):", file=sys.stderr)
         for err in e.errors:
@@ -65,6 +69,7 @@ def parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the receiver")
     serve.add_argument("--config", type=Path, help="main config file (YAML); defaults apply without it")
     serve.add_argument("--store", help="store URL, overriding the config (redis://..., sqlite:///PATH)")
+    serve.add_argument("--listen", help="HOST:PORT to listen on, overriding the config")
     serve.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     serve.set_defaults(func=cmd_serve)

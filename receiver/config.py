@@ -120,7 +120,9 @@ def _expand(patterns: list[str], base: Path, key: str, errors: list[ConfigError]
     return paths
 
 
-def load_config(path: Path | None, *, store_override: str | None = None) -> Config:
+def load_config(
+    path: Path | None, *, store_override: str | None = None, listen_override: str | None = None
+) -> Config:
     """Load the main config (or the defaults when `path` is None) with its rules and playbooks.
 
     Raises ConfigErrors listing every problem found.
@@ -134,6 +136,8 @@ def load_config(path: Path | None, *, store_override: str | None = None) -> Conf
         docs = load_documents(path)
         doc = docs[0] if docs else doc
         data = doc.data if doc.data is not None else {}
+    if listen_override is not None and isinstance(data, dict):
+        data = {**data, "listen": listen_override}
     try:
         settings = Settings.model_validate(data)
     except ValidationError as e:
