@@ -13,6 +13,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from receiver.dedup import AdmissionPlan, Outcome
 from receiver.errors import StoreUnavailable
@@ -80,7 +82,14 @@ class RedisStore:
     ) -> RedisStore:
         """Connect lazily to a redis:// or rediss:// URL."""
         client = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_connect_timeout=2, health_check_interval=10
+            url,
+            decode_responses=True,
+            socket_connect_timeout=2,
+            health_check_interval=10,
+            # After a Redis restart every pooled connection is dead; retry once on a fresh one
+            # instead of failing the call. Safe for every call here: admission is idempotent
+            # (seen keys), start and finish are compare-and-set, the rest are reads.
+            retry=Retry(NoBackoff(), 1),
         )
         return cls(client, limits=limits, prefix=prefix)
 
@@ -179,9 +188,18 @@ class RedisStore:
             await self._ensure_group()
             while True:
                 block = max(1, int((deadline - time.monotonic()) * 1000))
-                resp: Any = await self._r.xreadgroup(
-                    GROUP, consumer, {self._queue: ">"}, count=1, block=block
-                )
+                try:
+                    resp: Any = await self._r.xreadgroup(
+                        GROUP, consumer, {self._queue: ">"}, count=1, block=block
+                    )
+                except rexc.ResponseError as e:
+                    if "NOGROUP" not in str(e):
+                        raise
+                    # Redis restarted without its data: create the group again, from the start
+                    # of whatever the stream holds now.
+                    self._group_ready = False
+                    await self._ensure_group()
+                    continue
                 if not resp:
                     return None
                 _, messages = resp[0]
