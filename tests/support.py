@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "alertmanager-0.25"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "alertmanager-0.25"
 PROJECT = Path(__file__).resolve().parents[1]
 
 
