@@ -10,7 +10,6 @@ from receiver.errors import PayloadError
 from receiver.models import label_fingerprint, parse_payload
 from tests.support import FIXTURES, alert, fixture, payload
 
-
 FIXTURE_NAMES = sorted(p.name for p in FIXTURES.glob("*.json"))
 
 
