@@ -1,7 +1,7 @@
 """The orchestrator: the one place where the pure core meets the store and the actions.
 
 `ingest` turns a payload into one atomic admission; worker tasks claim queued executions and run
-their playbook's steps in order, checkpointing every transition in the store.
+their playbook's steps as the planner makes them ready, checkpointing every transition.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from receiver.execution import Execution, ExecutionMeta, StepRecord, TimelineEve
 from receiver.logs import get_logger
 from receiver.metrics import Metrics
 from receiver.models import WebhookPayload
+from receiver.planner import next_steps
 from receiver.playbook import Playbook, Step
 from receiver.states import ExecutionStatus, StepStatus
 from receiver.store.base import Store
@@ -216,9 +217,11 @@ class Engine:
     async def _run_steps(
         self, execution: Execution, playbook: Playbook, log: Any
     ) -> tuple[ExecutionStatus, str | None]:
+        """Start steps as the planner makes them ready, up to max_parallel at once."""
         meta = execution.meta
         url = self.execution_url(meta.id)
-        records = [StepRecord(id=s.id, action=s.action) for s in playbook.steps]
+        steps = {s.id: s for s in playbook.steps}
+        records = {s.id: StepRecord(id=s.id, action=s.action) for s in playbook.steps}
         context: dict[str, Any] = {
             "alert": meta.alert.context(),
             "params": dict(meta.params),
@@ -226,68 +229,98 @@ class Engine:
             "execution": {"id": meta.id, "url": url},
             "steps": {},
         }
+
+        async def checkpoint(event: TimelineEvent) -> None:
+            await self.store.save_steps(meta.id, [records[s.id] for s in playbook.steps], event)
+
         loop = asyncio.get_running_loop()
         deadline = loop.time() + playbook.timeout_s
-        outcome: tuple[ExecutionStatus, str | None] = (ExecutionStatus.SUCCEEDED, None)
-        for i, step in enumerate(playbook.steps):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                outcome = (
-                    ExecutionStatus.TIMED_OUT,
-                    f"playbook timeout of {playbook.timeout_s:g}s reached",
-                )
-                break
-            timeout_s = min(step.timeout_s, remaining) if step.timeout_s is not None else remaining
-            started = self._clock()
-            records[i] = records[i].model_copy(
-                update={"status": StepStatus.RUNNING, "started_at": started, "attempts": 1}
-            )
-            await self.store.save_steps(
-                meta.id, records, TimelineEvent(at=started, event="step_started", step=step.id)
-            )
-            log.info("step.started", step=step.id, action=step.action, attempt=1)
-            result = await self._run_action(step, context, meta, url, timeout_s)
-            finished = self._clock()
-            status = StepStatus.SUCCEEDED if result.ok else StepStatus.FAILED
-            records[i] = records[i].model_copy(
-                update={
-                    "status": status,
-                    "finished_at": finished,
-                    "exit_code": result.exit_code,
-                    "stdout": result.stdout,
-                    "stderr": result.stderr,
-                    "error": result.error,
-                    "timed_out": result.timed_out,
-                }
-            )
-            context["steps"][step.id] = _step_context(records[i])
-            await self.store.save_steps(
-                meta.id,
-                records,
-                TimelineEvent(at=finished, event=f"step_{status.value}", step=step.id, detail=result.error),
-            )
-            self.metrics.step_duration.labels(step.action, status.value).observe(finished - started)
-            log.info(
-                "step.finished",
-                step=step.id,
-                attempt=1,
-                outcome=status.value,
-                exit_code=result.exit_code,
-            )
-            if not result.ok:
-                kind = ExecutionStatus.TIMED_OUT if result.timed_out else ExecutionStatus.FAILED
-                outcome = (kind, f"step {step.id!r} failed: {result.error}")
-                break
-        pending = [n for n, r in enumerate(records) if r.status is StepStatus.PENDING]
-        if pending:
-            for n in pending:
-                records[n] = records[n].model_copy(update={"status": StepStatus.CANCELLED})
-            await self.store.save_steps(
-                meta.id,
-                records,
-                TimelineEvent(at=self._clock(), event="steps_cancelled", detail=outcome[1]),
-            )
-        return outcome
+        out_of_time = False
+        running: dict[asyncio.Task[ActionResult], str] = {}
+        try:
+            while True:
+                decision = next_steps(playbook.plan, {k: r.status for k, r in records.items()})
+                remaining = deadline - loop.time()
+                cancel = list(decision.cancel)
+                if remaining <= 0:
+                    out_of_time = True
+                    cancel = [k for k, r in records.items() if r.status is StepStatus.PENDING]
+                if cancel:
+                    for k in cancel:
+                        records[k] = records[k].model_copy(update={"status": StepStatus.CANCELLED})
+                    detail = "not started: " + ", ".join(cancel)
+                    await checkpoint(TimelineEvent(at=self._clock(), event="steps_cancelled", detail=detail))
+                ready = [] if out_of_time else list(decision.ready)
+                for sid in ready[: playbook.max_parallel - len(running)]:
+                    step = steps[sid]
+                    started = self._clock()
+                    records[sid] = records[sid].model_copy(
+                        update={"status": StepStatus.RUNNING, "started_at": started, "attempts": 1}
+                    )
+                    await checkpoint(TimelineEvent(at=started, event="step_started", step=sid))
+                    log.info("step.started", step=sid, action=step.action, attempt=1)
+                    timeout_s = min(step.timeout_s, remaining) if step.timeout_s is not None else remaining
+                    task = asyncio.create_task(self._run_action(step, context, meta, url, timeout_s))
+                    running[task] = sid
+                if not running:
+                    break
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=lambda t: playbook.plan.order.index(running[t])):
+                    sid = running.pop(task)
+                    await self._record_step(steps[sid], task.result(), records, context, checkpoint, log)
+        finally:
+            for task in running:
+                task.cancel()  # shutdown: the script action kills its process group
+            await asyncio.gather(*running, return_exceptions=True)
+        return self._outcome([records[s.id] for s in playbook.steps], out_of_time, playbook)
+
+    async def _record_step(
+        self,
+        step: Step,
+        result: ActionResult,
+        records: dict[str, StepRecord],
+        context: dict[str, Any],
+        checkpoint: Callable[[TimelineEvent], Awaitable[None]],
+        log: Any,
+    ) -> None:
+        finished = self._clock()
+        status = StepStatus.SUCCEEDED if result.ok else StepStatus.FAILED
+        rec = records[step.id].model_copy(
+            update={
+                "status": status,
+                "finished_at": finished,
+                "exit_code": result.exit_code,
+                "stdout": result.stdout,
+                "stderr": result.stderr,
+                "error": result.error,
+                "timed_out": result.timed_out,
+            }
+        )
+        records[step.id] = rec
+        context["steps"][step.id] = _step_context(rec)
+        await checkpoint(
+            TimelineEvent(at=finished, event=f"step_{status.value}", step=step.id, detail=result.error)
+        )
+        self.metrics.step_duration.labels(step.action, status.value).observe(
+            finished - (rec.started_at or finished)
+        )
+        log.info("step.finished", step=step.id, attempt=1, outcome=status.value, exit_code=result.exit_code)
+
+    @staticmethod
+    def _outcome(
+        records: list[StepRecord], out_of_time: bool, playbook: Playbook
+    ) -> tuple[ExecutionStatus, str | None]:
+        """The execution's end: the first step to fail decides it; else the playbook's clock."""
+        failed = sorted(
+            (r for r in records if r.status is StepStatus.FAILED), key=lambda r: r.finished_at or 0.0
+        )
+        if failed:
+            first = failed[0]
+            kind = ExecutionStatus.TIMED_OUT if first.timed_out else ExecutionStatus.FAILED
+            return kind, f"step {first.id!r} failed: {first.error}"
+        if out_of_time:
+            return ExecutionStatus.TIMED_OUT, f"playbook timeout of {playbook.timeout_s:g}s reached"
+        return ExecutionStatus.SUCCEEDED, None
 
     async def _run_action(
         self, step: Step, context: dict[str, Any], meta: ExecutionMeta, url: str, timeout_s: float

@@ -1,6 +1,7 @@
 """Playbooks: named lists of steps, each an action with templated parameters. Pure: no I/O.
 
-Steps run in file order in this version. Each step's `with:` is validated against its action's
+Steps form a DAG through `needs` (see planner.py); without `needs` they run in file order.
+Each step's `with:` is validated against its action's
 parameter model when the playbook loads, and again, rendered, when the step runs.
 """
 
@@ -14,10 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from receiver.durations import parse_duration
 from receiver.errors import ConfigError, ConfigErrors, TemplateError
+from receiver.planner import Plan, PlanError, build_plan
 from receiver.templates import TemplateTree, compile_tree
 from receiver.yamlsource import Document
 
 DEFAULT_PLAYBOOK_TIMEOUT_S = 30 * 60.0
+# Steps of one execution that may run at once when the DAG allows it.
+DEFAULT_MAX_PARALLEL = 4
 
 
 class StepSpec(BaseModel):
@@ -28,6 +32,7 @@ class StepSpec(BaseModel):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
     action: str = Field(min_length=1)
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    needs: list[str] | None = None
     timeout: float | None = None
 
     @field_validator("timeout", mode="before")
@@ -44,6 +49,7 @@ class PlaybookSpec(BaseModel):
     name: str = Field(min_length=1)
     description: str = ""
     timeout: float = DEFAULT_PLAYBOOK_TIMEOUT_S
+    max_parallel: int = Field(default=DEFAULT_MAX_PARALLEL, ge=1, le=64)
     steps: list[dict[str, Any]] = Field(min_length=1)
 
     @field_validator("timeout", mode="before")
@@ -60,6 +66,7 @@ class Step:
     action: str
     with_: TemplateTree
     timeout_s: float | None
+    needs: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,8 @@ class Playbook:
     description: str
     timeout_s: float
     steps: tuple[Step, ...]
+    plan: Plan
+    max_parallel: int
     source: str
 
 
@@ -102,7 +111,8 @@ def _load_step(
         tree = compile_tree(spec.with_, f"{swhere} with")
     except TemplateError as e:
         raise ConfigError(str(e), file=doc.file, line=doc.line_of((*base, "with")), where=swhere) from e
-    return Step(id=spec.id, action=spec.action, with_=tree, timeout_s=spec.timeout)
+    needs = tuple(spec.needs) if spec.needs is not None else None
+    return Step(id=spec.id, action=spec.action, with_=tree, timeout_s=spec.timeout, needs=needs)
 
 
 def load_playbook(
@@ -146,12 +156,20 @@ def load_playbook(
         steps.append(step)
     if errors:
         return None, errors
+    try:
+        plan = build_plan([(s.id, s.needs) for s in steps])
+    except PlanError as e:
+        index = next(i for i, s in enumerate(steps) if s.id == e.step)
+        line = doc.line_of(("steps", index, "needs"))
+        return None, [ConfigError(str(e), file=doc.file, line=line, where=where)]
     return (
         Playbook(
             name=spec.name,
             description=spec.description,
             timeout_s=spec.timeout,
             steps=tuple(steps),
+            plan=plan,
+            max_parallel=spec.max_parallel,
             source=f"{doc.file}:{doc.line_of(()) or 1}",
         ),
         [],

@@ -63,6 +63,15 @@ def test_good_config_loads(tmp_path: Path) -> None:
             ["steps[0]", "id: String should match pattern"],
         ),
         ("name: p\nsteps: [\n", ["p.yml", "invalid YAML"]),
+        (
+            PLAYBOOK + "    needs: [two]\n  - id: two\n    action: script\n    with: {command: [x]}\n",
+            ["p.yml:7", "step 'one': is in a cycle: one -> two -> one"],
+        ),
+        (
+            PLAYBOOK + "    needs: [ghost]\n",
+            ["p.yml:7 (playbook 'p')", "step 'one': needs unknown step 'ghost'"],
+        ),
+        (PLAYBOOK.replace("timeout: 1m", "max_parallel: 0"), ["max_parallel", "greater than or equal to 1"]),
     ],
 )
 def test_bad_playbooks_are_located(tmp_path: Path, playbook: str, expected: list[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
+from typing import Any
 
 from receiver.config import Config, load_config
 from receiver.engine import Engine
@@ -167,3 +168,63 @@ async def test_unrouted_and_template_failures_are_reported(tmp_path: Path, store
     assert [u["alertname"] for u in report.unrouted] == ["Other"]
     assert report.rejected[0]["rule"] == "r" and "target" in report.rejected[0]["error"]
     assert report.accepted == []
+
+
+DIAMOND = """  - id: a
+    action: script
+    with: {command: ["true"]}
+  - id: b
+    needs: [a]
+    action: script
+    with: {command: ["sleep", "0.4"]}
+  - id: c
+    needs: [a]
+    action: script
+    with: {command: ["SLOW_C", "0.4"]}
+  - id: d
+    needs: [b, c]
+    action: script
+    with: {command: ["echo", "joined after {{ steps.b.status }} and {{ steps.c.status }}"]}
+"""
+
+
+def overlap(x: Any, y: Any) -> bool:
+    return bool(x.started_at < y.finished_at and y.started_at < x.finished_at)
+
+
+async def test_parallel_branches_run_together_and_join(tmp_path: Path, store: Store) -> None:
+    """Steps whose needs are met run at the same time; a step needing both starts after both end."""
+    e = await run_one(config_with(tmp_path, DIAMOND.replace("SLOW_C", "sleep")), store, target="x")
+    a, b, c, d = e.steps
+    assert e.status is ExecutionStatus.SUCCEEDED
+    assert overlap(b, c)
+    assert b.started_at >= a.finished_at and c.started_at >= a.finished_at
+    assert d.started_at >= max(b.finished_at, c.finished_at)
+    assert d.stdout == "joined after succeeded and succeeded\n"
+
+
+async def test_max_parallel_caps_concurrency(tmp_path: Path, store: Store) -> None:
+    """With max_parallel: 1, ready branches run one after the other."""
+    steps = DIAMOND.replace("SLOW_C", "sleep")
+    config = load_config(
+        write_config(tmp_path, rules=RULES, playbooks={"p": f"name: p\nmax_parallel: 1\nsteps:\n{steps}"})
+    )
+    e = await run_one(config, store, target="x")
+    _, b, c, _ = e.steps
+    assert e.status is ExecutionStatus.SUCCEEDED and not overlap(b, c)
+
+
+async def test_failed_branch_lets_running_sibling_finish_and_cancels_join(
+    tmp_path: Path, store: Store
+) -> None:
+    """When one branch fails, the sibling already running finishes, and nothing new starts."""
+    steps = DIAMOND.replace('["SLOW_C", "0.4"]', '["false"]')
+    e = await run_one(config_with(tmp_path, steps), store, target="x")
+    status = {s.id: s.status for s in e.steps}
+    assert status == {
+        "a": StepStatus.SUCCEEDED,
+        "b": StepStatus.SUCCEEDED,
+        "c": StepStatus.FAILED,
+        "d": StepStatus.CANCELLED,
+    }
+    assert e.status is ExecutionStatus.FAILED and e.error == "step 'c' failed: exit code 1"

@@ -12,6 +12,7 @@ CORE = [
     "receiver.rules",
     "receiver.dedup",
     "receiver.playbook",
+    "receiver.planner",
     "receiver.states",
     "receiver.execution",
     "receiver.models",
