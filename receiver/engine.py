@@ -230,8 +230,13 @@ class Engine:
             "steps": {},
         }
 
+        lock = asyncio.Lock()
+
         async def checkpoint(event: TimelineEvent) -> None:
-            await self.store.save_steps(meta.id, [records[s.id] for s in playbook.steps], event)
+            # Steps finish concurrently: take the snapshot inside the lock so an older one can
+            # never be written after a newer one.
+            async with lock:
+                await self.store.save_steps(meta.id, [records[s.id] for s in playbook.steps], event)
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + playbook.timeout_s
