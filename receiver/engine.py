@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -256,17 +257,24 @@ class Engine:
                     detail = "not started: " + ", ".join(cancel)
                     await checkpoint(TimelineEvent(at=self._clock(), event="steps_cancelled", detail=detail))
                 ready = [] if out_of_time else list(decision.ready)
+                settled = False  # a step was skipped or failed without running: plan again
                 for sid in ready[: playbook.max_parallel - len(running)]:
                     step = steps[sid]
+                    if step.when is not None and not await self._condition(
+                        step, records, context, checkpoint
+                    ):
+                        settled = True
+                        continue
                     started = self._clock()
                     records[sid] = records[sid].model_copy(
                         update={"status": StepStatus.RUNNING, "started_at": started, "attempts": 1}
                     )
                     await checkpoint(TimelineEvent(at=started, event="step_started", step=sid))
                     log.info("step.started", step=sid, action=step.action, attempt=1)
-                    timeout_s = min(step.timeout_s, remaining) if step.timeout_s is not None else remaining
-                    task = asyncio.create_task(self._run_action(step, context, meta, url, timeout_s))
-                    running[task] = sid
+                    attempts = self._attempts(step, context, meta, url, deadline, records, checkpoint, log)
+                    running[asyncio.create_task(attempts)] = sid
+                if settled:
+                    continue
                 if not running:
                     break
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
@@ -278,6 +286,67 @@ class Engine:
                 task.cancel()  # shutdown: the script action kills its process group
             await asyncio.gather(*running, return_exceptions=True)
         return self._outcome([records[s.id] for s in playbook.steps], out_of_time, playbook)
+
+    async def _condition(
+        self,
+        step: Step,
+        records: dict[str, StepRecord],
+        context: dict[str, Any],
+        checkpoint: Callable[[TimelineEvent], Awaitable[None]],
+    ) -> bool:
+        """Evaluate `when`; record the step skipped (false) or failed (the expression failed)."""
+        assert step.when is not None
+        now = self._clock()
+        try:
+            run = bool(step.when.evaluate(context))
+        except TemplateError as e:
+            update: dict[str, Any] = {"status": StepStatus.FAILED, "finished_at": now, "error": str(e)}
+            event = TimelineEvent(at=now, event="step_failed", step=step.id, detail=str(e))
+        else:
+            if run:
+                return True
+            update = {"status": StepStatus.SKIPPED, "finished_at": now}
+            event = TimelineEvent(
+                at=now, event="step_skipped", step=step.id, detail=f"when: {step.when.source}"
+            )
+        records[step.id] = records[step.id].model_copy(update=update)
+        context["steps"][step.id] = _step_context(records[step.id])
+        await checkpoint(event)
+        return False
+
+    async def _attempts(
+        self,
+        step: Step,
+        context: dict[str, Any],
+        meta: ExecutionMeta,
+        url: str,
+        deadline: float,
+        records: dict[str, StepRecord],
+        checkpoint: Callable[[TimelineEvent], Awaitable[None]],
+        log: Any,
+    ) -> ActionResult:
+        """Run a step's action up to retry.attempts times, backing off between attempts."""
+        loop = asyncio.get_running_loop()
+        attempt = 1
+        while True:
+            remaining = deadline - loop.time()
+            timeout_s = min(step.timeout_s, remaining) if step.timeout_s is not None else remaining
+            result = await self._run_action(step, context, meta, url, timeout_s)
+            if result.ok or attempt >= step.retry.attempts:
+                return result
+            delay = step.retry.delay(attempt, random.random())
+            if loop.time() + delay >= deadline:
+                return result  # no time left for another attempt
+            detail = f"attempt {attempt} failed: {result.error}; next in {delay:.2f}s"
+            await checkpoint(
+                TimelineEvent(at=self._clock(), event="step_retrying", step=step.id, detail=detail)
+            )
+            log.info(
+                "step.retrying", step=step.id, attempt=attempt, error=result.error, delay_s=round(delay, 3)
+            )
+            await asyncio.sleep(delay)
+            attempt += 1
+            records[step.id] = records[step.id].model_copy(update={"attempts": attempt})
 
     async def _record_step(
         self,
@@ -309,7 +378,13 @@ class Engine:
         self.metrics.step_duration.labels(step.action, status.value).observe(
             finished - (rec.started_at or finished)
         )
-        log.info("step.finished", step=step.id, attempt=1, outcome=status.value, exit_code=result.exit_code)
+        log.info(
+            "step.finished",
+            step=step.id,
+            attempt=rec.attempts,
+            outcome=status.value,
+            exit_code=result.exit_code,
+        )
 
     @staticmethod
     def _outcome(
@@ -317,7 +392,8 @@ class Engine:
     ) -> tuple[ExecutionStatus, str | None]:
         """The execution's end: the first step to fail decides it; else the playbook's clock."""
         failed = sorted(
-            (r for r in records if r.status is StepStatus.FAILED), key=lambda r: r.finished_at or 0.0
+            (r for r in records if r.status is StepStatus.FAILED and r.id not in playbook.plan.tolerant),
+            key=lambda r: r.finished_at or 0.0,
         )
         if failed:
             first = failed[0]

@@ -2,12 +2,13 @@
 
 A step's `needs` lists the steps that must succeed before it starts. A step without `needs`
 follows the step before it in the file, so a playbook that never says `needs` runs in file order;
-`needs: []` starts a step at once, beside the others.
+`needs: []` starts a step at once, beside the others. A skipped step (its `when` was false)
+satisfies the steps that need it, and so does a failed one marked `continue_on_error`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from receiver.states import StepStatus
@@ -27,6 +28,7 @@ class Plan:
 
     order: tuple[str, ...]
     needs: Mapping[str, tuple[str, ...]]
+    tolerant: frozenset[str] = frozenset()  # steps whose failure does not stop the run
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,11 @@ class Next:
     finished: bool
 
 
-def build_plan(steps: Sequence[tuple[str, Sequence[str] | None]]) -> Plan:
-    """Resolve each step's needs (None: the previous step) and check that they form a DAG."""
+def build_plan(steps: Sequence[tuple[str, Sequence[str] | None]], *, tolerant: Collection[str] = ()) -> Plan:
+    """Resolve each step's needs (None: the previous step) and check that they form a DAG.
+
+    `tolerant` names the steps marked continue_on_error.
+    """
     ids = [s for s, _ in steps]
     known = set(ids)
     needs: dict[str, tuple[str, ...]] = {}
@@ -54,7 +59,7 @@ def build_plan(steps: Sequence[tuple[str, Sequence[str] | None]]) -> Plan:
                 raise PlanError(step, f"needs unknown step {n!r}")
         needs[step] = tuple(dict.fromkeys(declared))
     _check_acyclic(ids, needs)
-    return Plan(order=tuple(ids), needs=needs)
+    return Plan(order=tuple(ids), needs=needs, tolerant=frozenset(tolerant))
 
 
 def _check_acyclic(ids: list[str], needs: Mapping[str, tuple[str, ...]]) -> None:
@@ -75,26 +80,34 @@ def _check_acyclic(ids: list[str], needs: Mapping[str, tuple[str, ...]]) -> None
         visit(step, [])
 
 
-_BLOCKING = frozenset({StepStatus.FAILED, StepStatus.CANCELLED})
-
-
 def next_steps(plan: Plan, status: Mapping[str, StepStatus]) -> Next:
     """Decide from the steps' statuses which start now and which will never run.
 
-    Once any step has failed, no new step starts: the pending ones are cancelled while running
-    ones finish. Otherwise a pending step starts when all its needs succeeded.
+    Once any step has failed (and is not continue_on_error), no new step starts: the pending ones
+    are cancelled while running ones finish. Otherwise a pending step starts when all its needs
+    are done: succeeded, skipped, or failed with continue_on_error.
     """
-    pending = [s for s in plan.order if status.get(s, StepStatus.PENDING) is StepStatus.PENDING]
-    running = any(status.get(s) is StepStatus.RUNNING for s in plan.order)
-    if any(status.get(s) is StepStatus.FAILED for s in plan.order):
+
+    def state(step: str) -> StepStatus:
+        return status.get(step, StepStatus.PENDING)
+
+    def done(step: str) -> bool:
+        s = state(step)
+        return s in (StepStatus.SUCCEEDED, StepStatus.SKIPPED) or (
+            s is StepStatus.FAILED and step in plan.tolerant
+        )
+
+    pending = [s for s in plan.order if state(s) is StepStatus.PENDING]
+    running = any(state(s) is StepStatus.RUNNING for s in plan.order)
+    if any(state(s) is StepStatus.FAILED and s not in plan.tolerant for s in plan.order):
         return Next(ready=(), cancel=tuple(pending), finished=not running)
     ready: list[str] = []
     cancel: list[str] = []
     for s in pending:
-        states = [status.get(n, StepStatus.PENDING) for n in plan.needs[s]]
-        if any(x in _BLOCKING for x in states):
+        needs = plan.needs[s]
+        if any(state(n) is StepStatus.CANCELLED for n in needs):
             cancel.append(s)
-        elif all(x is StepStatus.SUCCEEDED for x in states):
+        elif all(done(n) for n in needs):
             ready.append(s)
     waiting = len(pending) - len(ready) - len(cancel)
     return Next(ready=tuple(ready), cancel=tuple(cancel), finished=not running and not ready and not waiting)

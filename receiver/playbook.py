@@ -16,12 +16,39 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from receiver.durations import parse_duration
 from receiver.errors import ConfigError, ConfigErrors, TemplateError
 from receiver.planner import Plan, PlanError, build_plan
-from receiver.templates import TemplateTree, compile_tree
+from receiver.templates import Expression, TemplateTree, compile_expression, compile_tree
 from receiver.yamlsource import Document
 
 DEFAULT_PLAYBOOK_TIMEOUT_S = 30 * 60.0
 # Steps of one execution that may run at once when the DAG allows it.
 DEFAULT_MAX_PARALLEL = 4
+
+
+class RetrySpec(BaseModel):
+    """`retry:` of a step: how many attempts in all, and the exponential backoff between them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    attempts: int = Field(default=1, ge=1, le=100)
+    backoff: float = 1.0
+    max_backoff: float = 300.0
+
+    @field_validator("backoff", "max_backoff", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> float:
+        return parse_duration(v)
+
+    def delay(self, failed_attempt: int, rand: float) -> float:
+        """Seconds to wait after attempt `failed_attempt` (1-based) failed; `rand` in [0, 1).
+
+        The base doubles each time up to max_backoff; jitter takes it down by up to half, so
+        replicas retrying the same thing spread out.
+        """
+        base = min(self.max_backoff, self.backoff * 2.0 ** (failed_attempt - 1))
+        return base * (0.5 + rand / 2)
+
+
+NO_RETRY = RetrySpec()
 
 
 class StepSpec(BaseModel):
@@ -33,6 +60,9 @@ class StepSpec(BaseModel):
     action: str = Field(min_length=1)
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
     needs: list[str] | None = None
+    when: str | None = None
+    retry: RetrySpec = NO_RETRY
+    continue_on_error: bool = False
     timeout: float | None = None
 
     @field_validator("timeout", mode="before")
@@ -67,6 +97,9 @@ class Step:
     with_: TemplateTree
     timeout_s: float | None
     needs: tuple[str, ...] | None = None
+    when: Expression | None = None
+    retry: RetrySpec = NO_RETRY
+    continue_on_error: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,8 +144,22 @@ def _load_step(
         tree = compile_tree(spec.with_, f"{swhere} with")
     except TemplateError as e:
         raise ConfigError(str(e), file=doc.file, line=doc.line_of((*base, "with")), where=swhere) from e
-    needs = tuple(spec.needs) if spec.needs is not None else None
-    return Step(id=spec.id, action=spec.action, with_=tree, timeout_s=spec.timeout, needs=needs)
+    when = None
+    if spec.when is not None:
+        try:
+            when = compile_expression(spec.when, f"{swhere} when")
+        except TemplateError as e:
+            raise ConfigError(str(e), file=doc.file, line=doc.line_of((*base, "when")), where=swhere) from e
+    return Step(
+        id=spec.id,
+        action=spec.action,
+        with_=tree,
+        timeout_s=spec.timeout,
+        needs=tuple(spec.needs) if spec.needs is not None else None,
+        when=when,
+        retry=spec.retry,
+        continue_on_error=spec.continue_on_error,
+    )
 
 
 def load_playbook(
@@ -157,7 +204,9 @@ def load_playbook(
     if errors:
         return None, errors
     try:
-        plan = build_plan([(s.id, s.needs) for s in steps])
+        plan = build_plan(
+            [(s.id, s.needs) for s in steps], tolerant=[s.id for s in steps if s.continue_on_error]
+        )
     except PlanError as e:
         index = next(i for i, s in enumerate(steps) if s.id == e.step)
         line = doc.line_of(("steps", index, "needs"))

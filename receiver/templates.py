@@ -46,6 +46,40 @@ def compile_template(source: str, where: str) -> Template:
         raise TemplateError(where, f"line {e.lineno}: {e.message}") from e
 
 
+@dataclass(frozen=True)
+class Expression:
+    """A compiled Jinja2 expression (a `when:` condition) that remembers where it was written."""
+
+    source: str
+    where: str
+    _compiled: Any
+
+    def evaluate(self, context: Mapping[str, Any]) -> Any:
+        """Evaluate with `context`; TemplateError names the place and the cause."""
+        try:
+            value = self._compiled(**context)
+        except jinja2.UndefinedError as e:
+            raise TemplateError(self.where, f"undefined: {e.message}") from e
+        except jinja2.TemplateError as e:
+            raise TemplateError(self.where, e.message or type(e).__name__) from e
+        except (TypeError, ValueError, ArithmeticError, LookupError) as e:
+            raise TemplateError(self.where, f"{type(e).__name__}: {e}") from e
+        if isinstance(value, jinja2.Undefined):
+            value._fail_with_undefined_error()
+        return value
+
+
+def compile_expression(source: str, where: str) -> Expression:
+    """Compile an expression such as `steps.check.exit_code != 0` (surrounding {{ }} allowed)."""
+    text = source.strip()
+    if text.startswith("{{") and text.endswith("}}"):
+        text = text[2:-2]
+    try:
+        return Expression(source, where, _ENV.compile_expression(text, undefined_to_none=False))
+    except jinja2.TemplateSyntaxError as e:
+        raise TemplateError(where, e.message or "syntax error") from e
+
+
 TemplateTree = Template | str | int | float | bool | None | list["TemplateTree"] | dict[str, "TemplateTree"]
 
 

@@ -72,6 +72,11 @@ def test_good_config_loads(tmp_path: Path) -> None:
             ["p.yml:7 (playbook 'p')", "step 'one': needs unknown step 'ghost'"],
         ),
         (PLAYBOOK.replace("timeout: 1m", "max_parallel: 0"), ["max_parallel", "greater than or equal to 1"]),
+        (PLAYBOOK + "    when: steps.x ==\n", ["p.yml:7", "step 'one' when"]),
+        (
+            PLAYBOOK + "    retry: {attempts: 3, backof: 1s}\n",
+            ["p.yml:7", "steps[0]", "retry.backof: unknown key"],
+        ),
     ],
 )
 def test_bad_playbooks_are_located(tmp_path: Path, playbook: str, expected: list[str]) -> None:

@@ -135,7 +135,8 @@ def test_alert_through_alertmanager_runs_playbook_once_and_records_resolution(st
         "the execution to succeed",
         lambda: (d := http("GET", first["url"]))["status"] == "succeeded" and d,
     )
-    assert [s["id"] for s in done["steps"]] == ["usage", "inodes", "summary"]
+    assert [s["id"] for s in done["steps"]] == ["usage", "inodes", "summary", "largest"]
+    assert done["steps"][3]["status"] == "skipped"  # severity is warning, not critical
     assert "Filesystem" in done["steps"][0]["stdout"] and done["steps"][0]["exit_code"] == 0
     assert done["steps"][2]["stdout"].startswith("node-1 ") and done["steps"][2]["stdout"].strip().endswith(
         " /"

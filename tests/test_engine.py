@@ -228,3 +228,82 @@ async def test_failed_branch_lets_running_sibling_finish_and_cancels_join(
         "d": StepStatus.CANCELLED,
     }
     assert e.status is ExecutionStatus.FAILED and e.error == "step 'c' failed: exit code 1"
+
+
+async def test_when_false_skips_and_dependents_still_run(tmp_path: Path, store: Store) -> None:
+    """A step whose `when` is false is skipped; the step after it still runs and sees the skip."""
+    steps = """  - id: check
+    action: script
+    with: {command: ["sh", "-c", "echo '{\\"unhealthy\\": false}'"]}
+  - id: restart
+    when: steps.check.json.unhealthy
+    action: script
+    with: {command: ["echo", "restarting"]}
+  - id: report
+    action: script
+    with: {command: ["echo", "restart was {{ steps.restart.status }}"]}
+"""
+    e = await run_one(config_with(tmp_path, steps), store, target="x")
+    assert [s.status for s in e.steps] == [StepStatus.SUCCEEDED, StepStatus.SKIPPED, StepStatus.SUCCEEDED]
+    assert e.steps[1].started_at is None and e.steps[2].stdout == "restart was skipped\n"
+    assert ("step_skipped", "restart") in [(t.event, t.step) for t in e.timeline]
+    assert e.status is ExecutionStatus.SUCCEEDED
+
+
+async def test_when_error_fails_the_step_naming_the_variable(tmp_path: Path, store: Store) -> None:
+    """A `when` that names an undefined variable fails its step with that name."""
+    steps = """  - id: s
+    when: steps.ghost.exit_code == 0
+    action: script
+    with: {command: ["true"]}
+"""
+    e = await run_one(config_with(tmp_path, steps), store, target="x")
+    assert e.status is ExecutionStatus.FAILED
+    assert "ghost" in (e.steps[0].error or "")
+
+
+FLAKY = """  - id: flaky
+    retry: {attempts: ATTEMPTS, backoff: 100ms, max_backoff: 1s}
+    action: script
+    with: {command: ["sh", "-c", "n=$(cat COUNTER 2>/dev/null || echo 0); n=$((n+1)); echo $n > COUNTER; echo try $n; [ $n -ge 3 ]"]}
+"""
+
+
+async def test_retry_until_success_with_backoff(tmp_path: Path, store: Store) -> None:
+    """A step failing twice then succeeding is retried with growing pauses and ends succeeded."""
+    steps = FLAKY.replace("ATTEMPTS", "4").replace("COUNTER", str(tmp_path / "count"))
+    e = await run_one(config_with(tmp_path, steps), store, target="x")
+    step = e.steps[0]
+    assert e.status is ExecutionStatus.SUCCEEDED
+    assert (step.attempts, step.stdout) == (3, "try 3\n")
+    retries = [t for t in e.timeline if t.event == "step_retrying"]
+    assert [t.detail.split(";")[0] for t in retries if t.detail] == [
+        "attempt 1 failed: exit code 1",
+        "attempt 2 failed: exit code 1",
+    ]
+    # Jittered backoff of 100ms then 200ms: at least half of each was waited.
+    assert step.finished_at - step.started_at >= 0.05 + 0.1
+    assert retries[0].at < retries[1].at
+
+
+async def test_retry_exhausted_fails(tmp_path: Path, store: Store) -> None:
+    """When every attempt fails, the step fails with the last attempt's error and its count."""
+    steps = FLAKY.replace("ATTEMPTS", "2").replace("COUNTER", str(tmp_path / "count"))
+    e = await run_one(config_with(tmp_path, steps), store, target="x")
+    assert e.status is ExecutionStatus.FAILED
+    assert (e.steps[0].attempts, e.steps[0].stdout) == (2, "try 2\n")
+
+
+async def test_continue_on_error_lets_the_run_go_on(tmp_path: Path, store: Store) -> None:
+    """A failed step marked continue_on_error does not fail the execution or stop the next step."""
+    steps = """  - id: optional
+    continue_on_error: true
+    action: script
+    with: {command: ["false"]}
+  - id: main
+    action: script
+    with: {command: ["echo", "optional {{ steps.optional.status }}"]}
+"""
+    e = await run_one(config_with(tmp_path, steps), store, target="x")
+    assert e.status is ExecutionStatus.SUCCEEDED and e.error is None
+    assert e.steps[0].status is StepStatus.FAILED and e.steps[1].stdout == "optional failed\n"

@@ -76,3 +76,25 @@ def test_invalid_dags_are_refused(steps: list[tuple[str, list[str] | None]], mes
 def test_duplicate_needs_are_collapsed() -> None:
     """A need listed twice counts once."""
     assert build_plan([("a", []), ("b", ["a", "a"])]).needs["b"] == ("a",)
+
+
+K = StepStatus.SKIPPED
+TOLERANT = build_plan([("probe", None), ("fix", None), ("verify", None)], tolerant=["probe"])
+
+
+@pytest.mark.parametrize(
+    ("status", "ready", "cancel", "finished"),
+    [
+        ({"probe": K}, ("fix",), (), False),  # a skipped need satisfies its dependents
+        ({"probe": F}, ("fix",), (), False),  # continue_on_error: a failure does not stop the run
+        ({"probe": F, "fix": S}, ("verify",), (), False),
+        ({"probe": F, "fix": S, "verify": S}, (), (), True),
+        ({"probe": S, "fix": F}, (), ("verify",), True),  # others still stop it
+    ],
+)
+def test_skipped_and_tolerated_failures(
+    status: dict[str, StepStatus], ready: tuple[str, ...], cancel: tuple[str, ...], finished: bool
+) -> None:
+    """Skipped steps and continue_on_error failures let dependents run."""
+    got = next_steps(TOLERANT, status)
+    assert (got.ready, got.cancel, got.finished) == (ready, cancel, finished)
