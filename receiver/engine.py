@@ -208,7 +208,7 @@ class Engine:
                 status, error = ExecutionStatus.FAILED, f"playbook {meta.playbook!r} is not loaded"
             else:
                 status, error = await self._run_steps(execution, playbook, log)
-            await self.store.finish(meta.id, status, now=self._clock(), error=error)
+            await self.store.transition(meta.id, status, now=self._clock(), error=error)
         finally:
             self.metrics.executions_running.dec()
         self.metrics.executions.labels(meta.playbook, status.value).inc()

@@ -176,15 +176,15 @@ async def test_claim_waits_for_new_work(store: Store, rules: tuple[Any, ...]) ->
     assert e is not None and e.meta.playbook == "diagnose"
 
 
-async def test_steps_and_finish_are_recorded(store: Store, rules: tuple[Any, ...]) -> None:
+async def test_steps_and_transitions_are_recorded(store: Store, rules: tuple[Any, ...]) -> None:
     """Checkpointed steps and the terminal transition are read back with their timeline."""
     await store.admit(plan(rules, alert("Disk", instance="n1")), NOW)
     e = await store.claim("c1", 1)
     assert e is not None
     step = StepRecord(id="s1", action="script", status=StepStatus.SUCCEEDED, exit_code=0, stdout="ok\n")
     await store.save_steps(e.id, [step], TimelineEvent(at=NOW + 1, event="step_succeeded", step="s1"))
-    assert await store.finish(e.id, ExecutionStatus.SUCCEEDED, now=NOW + 2, error=None)
-    assert not await store.finish(e.id, ExecutionStatus.FAILED, now=NOW + 3, error="late")  # not running
+    assert await store.transition(e.id, ExecutionStatus.SUCCEEDED, now=NOW + 2, error=None)
+    assert not await store.transition(e.id, ExecutionStatus.FAILED, now=NOW + 3, error="late")  # terminal
     got = await store.get(e.id)
     assert got is not None
     assert got.status is ExecutionStatus.SUCCEEDED and got.finished_at == NOW + 2 and got.error is None
@@ -192,10 +192,12 @@ async def test_steps_and_finish_are_recorded(store: Store, rules: tuple[Any, ...
     assert [t.event for t in got.timeline] == ["queued", "running", "step_succeeded", "succeeded"]
 
 
-async def test_finish_refuses_a_queued_execution(store: Store, rules: tuple[Any, ...]) -> None:
-    """Only a running execution can reach a terminal state through finish."""
+async def test_transition_refuses_a_move_the_table_forbids(store: Store, rules: tuple[Any, ...]) -> None:
+    """A queued execution cannot jump to succeeded: the store checks states.TRANSITIONS."""
     r = await store.admit(plan(rules, alert("Disk", instance="n1")), NOW)
-    assert not await store.finish(r.decided[0].execution_id, ExecutionStatus.SUCCEEDED, now=NOW, error=None)
+    assert not await store.transition(
+        r.decided[0].execution_id, ExecutionStatus.SUCCEEDED, now=NOW, error=None
+    )
 
 
 async def test_history_filters_newest_first_and_pages(store: Store, rules: tuple[Any, ...]) -> None:

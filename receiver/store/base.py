@@ -101,10 +101,14 @@ class Store(Protocol):
     async def save_steps(self, execution_id: str, steps: list[StepRecord], event: TimelineEvent) -> None:
         """Checkpoint the steps of a running execution together with a timeline event."""
 
-    async def finish(
+    async def transition(
         self, execution_id: str, status: ExecutionStatus, *, now: float, error: str | None
     ) -> bool:
-        """Move a running execution to a terminal state; False if it was not running."""
+        """Move an execution to `status` if states.TRANSITIONS allows it from where it is.
+
+        Sets finished_at when `status` is terminal, keeps a previous error when `error` is None,
+        and returns False (changing nothing) when the move is not allowed.
+        """
 
     async def get(self, execution_id: str) -> Execution | None:
         """One execution with its steps and timeline, or None."""

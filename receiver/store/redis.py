@@ -25,7 +25,7 @@ from receiver.execution import (
     TimelineEvent,
     id_time_bound,
 )
-from receiver.states import ExecutionStatus
+from receiver.states import ExecutionStatus, sources_of
 from receiver.store.base import (
     AdmitResult,
     Decided,
@@ -73,7 +73,7 @@ class RedisStore:
         self._queue = f"{prefix}queue"
         self._admit = client.register_script(_script("admit.lua"))
         self._start = client.register_script(_script("start.lua"))
-        self._finish = client.register_script(_script("finish.lua"))
+        self._transition = client.register_script(_script("transition.lua"))
         self._group_ready = False
 
     @classmethod
@@ -88,7 +88,7 @@ class RedisStore:
             health_check_interval=10,
             # After a Redis restart every pooled connection is dead; retry once on a fresh one
             # instead of failing the call. Safe for every call here: admission is idempotent
-            # (seen keys), start and finish are compare-and-set, the rest are reads.
+            # (seen keys), start and transition are compare-and-set, the rest are reads.
             retry=Retry(NoBackoff(), 1),
         )
         return cls(client, limits=limits, prefix=prefix)
@@ -224,23 +224,22 @@ class RedisStore:
             pipe.rpush(self._k("exec", execution_id, "timeline"), event.model_dump_json(exclude_none=True))
             await pipe.execute()
 
-    async def finish(
+    async def transition(
         self, execution_id: str, status: ExecutionStatus, *, now: float, error: str | None
     ) -> bool:
-        """Compare-and-set running -> `status`, and acknowledge the queue message."""
+        """Compare-and-set the status in one script; acknowledge the queue message when terminal."""
+        sources = sorted(s.value for s in sources_of(status))
         async with self._guard():
-            done = await self._finish(
-                keys=[
-                    self._k("exec", execution_id),
-                    self._k("exec", execution_id, "timeline"),
-                    self._queue,
-                ],
+            done = await self._transition(
+                keys=[self._k("exec", execution_id), self._k("exec", execution_id, "timeline"), self._queue],
                 args=[
                     GROUP,
                     status.value,
                     repr(now),
                     error or "",
                     _event(now, status.value, detail=error),
+                    "1" if status.terminal else "0",
+                    *sources,
                 ],
             )
         return bool(done)

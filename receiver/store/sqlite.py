@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from receiver.dedup import AdmissionPlan, Outcome
 from receiver.errors import StoreUnavailable
 from receiver.execution import Execution, ExecutionMeta, StepRecord, TimelineEvent, id_time_bound
-from receiver.states import ExecutionStatus
+from receiver.states import ExecutionStatus, sources_of
 from receiver.store.base import (
     AdmitResult,
     Decided,
@@ -194,17 +194,20 @@ class SQLiteStore:
 
         await self._run(tx)
 
-    async def finish(
+    async def transition(
         self, execution_id: str, status: ExecutionStatus, *, now: float, error: str | None
     ) -> bool:
-        """Compare-and-set running -> `status`."""
+        """Compare-and-set the status from any state that may move to it."""
+        sources = sorted(s.value for s in sources_of(status))
+        marks = ", ".join("?" for _ in sources)
+        finished = now if status.terminal else None
 
         def tx(db: sqlite3.Connection) -> bool:
             with _transaction(db):
                 cur = db.execute(
-                    "UPDATE executions SET status = ?, finished_at = ?, error = COALESCE(?, error)"
-                    " WHERE id = ? AND status = 'running'",
-                    (status.value, now, error, execution_id),
+                    "UPDATE executions SET status = ?, finished_at = COALESCE(?, finished_at),"
+                    f" error = COALESCE(?, error) WHERE id = ? AND status IN ({marks})",
+                    (status.value, finished, error, execution_id, *sources),
                 )
                 if cur.rowcount == 0:
                     return False
