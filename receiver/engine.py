@@ -25,6 +25,8 @@ from receiver.store.base import Store
 
 # How long a worker waits on the queue before looking again (also bounds how long shutdown waits).
 CLAIM_WAIT_S = 1.0
+# Outcomes after which the rollbacks of the steps that succeeded run.
+ROLLBACK_ON = frozenset({ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT})
 # Pause after the store failed, so an outage does not turn into a busy loop of errors.
 STORE_RETRY_S = 1.0
 
@@ -190,6 +192,13 @@ class Engine:
                     log=log,
                 )
                 status, error = await runner.run()
+                if status in ROLLBACK_ON and runner.to_roll_back():
+                    await self.store.transition(
+                        meta.id, ExecutionStatus.ROLLING_BACK, now=self._clock(), error=error
+                    )
+                    log.info("execution.rolling_back", error=error)
+                    status = await runner.rollback()
+                    error = None  # the failure that caused the rollback stays recorded
             await self.store.transition(meta.id, status, now=self._clock(), error=error)
         finally:
             self.metrics.executions_running.dec()

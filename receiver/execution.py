@@ -40,6 +40,21 @@ class TimelineEvent(BaseModel):
     detail: str | None = None
 
 
+class RollbackRecord(BaseModel):
+    """The outcome of a step's compensating action."""
+
+    model_config = ConfigDict(frozen=True)
+
+    action: str
+    status: StepStatus = StepStatus.RUNNING
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    error: str | None = None
+
+
 class StepRecord(BaseModel):
     """The outcome so far of one step: timing, exit code, capped output tails."""
 
@@ -56,6 +71,7 @@ class StepRecord(BaseModel):
     stderr: str = ""
     error: str | None = None
     timed_out: bool = False
+    rollback: RollbackRecord | None = None
 
 
 class ExecutionMeta(BaseModel):
@@ -135,7 +151,8 @@ class Execution(BaseModel):
         out["group_key"] = self.meta.group_key
         out["steps"] = [
             {
-                **s.model_dump(exclude={"started_at", "finished_at"}),
+                **s.model_dump(mode="json", exclude={"started_at", "finished_at", "rollback"}),
+                "rollback": _rollback_json(s.rollback),
                 "status": s.status.value,
                 "started_at": iso(s.started_at),
                 "finished_at": iso(s.finished_at),
@@ -149,3 +166,13 @@ class Execution(BaseModel):
         ]
         out["timeline"] = [{**e.model_dump(exclude_none=True), "at": iso(e.at)} for e in self.timeline]
         return out
+
+
+def _rollback_json(r: RollbackRecord | None) -> dict[str, Any] | None:
+    if r is None:
+        return None
+    return {
+        **r.model_dump(mode="json", exclude={"started_at", "finished_at"}),
+        "started_at": iso(r.started_at),
+        "finished_at": iso(r.finished_at),
+    }

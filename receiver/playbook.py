@@ -51,6 +51,24 @@ class RetrySpec(BaseModel):
 NO_RETRY = RetrySpec()
 
 
+DEFAULT_ROLLBACK_TIMEOUT_S = 5 * 60.0
+
+
+class RollbackSpec(BaseModel):
+    """`rollback:` of a step: the action that undoes it, run when the execution fails later."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    action: str = Field(min_length=1)
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    timeout: float = DEFAULT_ROLLBACK_TIMEOUT_S
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> float:
+        return parse_duration(v)
+
+
 class StepSpec(BaseModel):
     """One step as written in YAML."""
 
@@ -63,6 +81,7 @@ class StepSpec(BaseModel):
     when: str | None = None
     retry: RetrySpec = NO_RETRY
     continue_on_error: bool = False
+    rollback: RollbackSpec | None = None
     timeout: float | None = None
 
     @field_validator("timeout", mode="before")
@@ -89,6 +108,15 @@ class PlaybookSpec(BaseModel):
 
 
 @dataclass(frozen=True)
+class Compensation:
+    """A loaded rollback: its action, compiled `with:`, and its own timeout."""
+
+    action: str
+    with_: TemplateTree
+    timeout_s: float
+
+
+@dataclass(frozen=True)
 class Step:
     """A loaded step: its action name and compiled `with:` templates."""
 
@@ -100,6 +128,7 @@ class Step:
     when: Expression | None = None
     retry: RetrySpec = NO_RETRY
     continue_on_error: bool = False
+    rollback: Compensation | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +144,37 @@ class Playbook:
     source: str
 
 
+def _compile_action(
+    action: str,
+    with_: dict[str, Any],
+    doc: Document,
+    base: tuple[str | int, ...],
+    where: str,
+    actions: Mapping[str, type[BaseModel]],
+) -> TemplateTree:
+    """Check that the action exists and its `with:` is valid, then compile its templates."""
+    model = actions.get(action)
+    if model is None:
+        known = ", ".join(sorted(actions))
+        raise ConfigError(
+            f"unknown action {action!r} (known: {known})",
+            file=doc.file,
+            line=doc.line_of((*base, "action")),
+            where=where,
+        )
+    try:
+        model.model_validate(with_)
+    except ValidationError as e:
+        errs = doc.errors_from(e, base=(*base, "with"), where=where)
+        raise ConfigErrors(
+            [ConfigError(f"with.{x.message}", file=x.file, line=x.line, where=where) for x in errs]
+        ) from e
+    try:
+        return compile_tree(with_, f"{where} with")
+    except TemplateError as e:
+        raise ConfigError(str(e), file=doc.file, line=doc.line_of((*base, "with")), where=where) from e
+
+
 def _load_step(
     raw: Any,
     doc: Document,
@@ -124,26 +184,13 @@ def _load_step(
 ) -> Step:
     spec = StepSpec.model_validate(raw)
     swhere = f"{where} step {spec.id!r}"
-    model = actions.get(spec.action)
-    if model is None:
-        known = ", ".join(sorted(actions))
-        raise ConfigError(
-            f"unknown action {spec.action!r} (known: {known})",
-            file=doc.file,
-            line=doc.line_of((*base, "action")),
-            where=swhere,
-        )
-    try:
-        model.model_validate(spec.with_)
-    except ValidationError as e:
-        errs = doc.errors_from(e, base=(*base, "with"), where=swhere)
-        raise ConfigErrors(
-            [ConfigError(f"with.{x.message}", file=x.file, line=x.line, where=swhere) for x in errs]
-        ) from e
-    try:
-        tree = compile_tree(spec.with_, f"{swhere} with")
-    except TemplateError as e:
-        raise ConfigError(str(e), file=doc.file, line=doc.line_of((*base, "with")), where=swhere) from e
+    tree = _compile_action(spec.action, spec.with_, doc, base, swhere, actions)
+    rollback = None
+    if spec.rollback is not None:
+        rb = spec.rollback
+        rwhere = f"{swhere} rollback"
+        rtree = _compile_action(rb.action, rb.with_, doc, (*base, "rollback"), rwhere, actions)
+        rollback = Compensation(action=rb.action, with_=rtree, timeout_s=rb.timeout)
     when = None
     if spec.when is not None:
         try:
@@ -159,6 +206,7 @@ def _load_step(
         when=when,
         retry=spec.retry,
         continue_on_error=spec.continue_on_error,
+        rollback=rollback,
     )
 
 

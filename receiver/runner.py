@@ -1,5 +1,6 @@
 """One execution's run: steps started as the planner makes them ready, with conditions, retries
-and timeouts, every change checkpointed in the store. The engine creates one Runner per run.
+and timeouts, then rollbacks when it failed; every change checkpointed in the store. The engine
+creates one Runner per run.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pydantic import ValidationError
 from receiver.actions import ACTIONS, ActionContext, ActionResult
 from receiver.environment import alert_environment
 from receiver.errors import TemplateError
-from receiver.execution import ExecutionMeta, StepRecord, TimelineEvent
+from receiver.execution import ExecutionMeta, RollbackRecord, StepRecord, TimelineEvent
 from receiver.metrics import Metrics
 from receiver.planner import next_steps
 from receiver.playbook import Playbook, Step
@@ -228,6 +229,51 @@ class Runner:
         if out_of_time:
             return ExecutionStatus.TIMED_OUT, f"playbook timeout of {self.playbook.timeout_s:g}s reached"
         return ExecutionStatus.SUCCEEDED, None
+
+    def to_roll_back(self) -> list[StepRecord]:
+        """Succeeded steps that have a rollback, latest to finish first."""
+        done = [
+            r
+            for r in self.records.values()
+            if r.status is StepStatus.SUCCEEDED and self.steps[r.id].rollback is not None
+        ]
+        return sorted(done, key=lambda r: r.finished_at or 0.0, reverse=True)
+
+    async def rollback(self) -> ExecutionStatus:
+        """Run the rollbacks of the succeeded steps in reverse order of completion.
+
+        Every rollback is tried even when one fails; the result says whether all succeeded.
+        """
+        all_ok = True
+        for rec in self.to_roll_back():
+            comp = self.steps[rec.id].rollback
+            assert comp is not None
+            started = self.clock()
+            self._update(rec.id, rollback=RollbackRecord(action=comp.action, started_at=started))
+            await self.checkpoint(TimelineEvent(at=started, event="rollback_started", step=rec.id))
+            self.log.info("rollback.started", step=rec.id, action=comp.action)
+            result = await self.run_action(f"{rec.id}.rollback", comp.action, comp.with_, comp.timeout_s)
+            finished = self.clock()
+            status = StepStatus.SUCCEEDED if result.ok else StepStatus.FAILED
+            all_ok = all_ok and result.ok
+            self._update(
+                rec.id,
+                rollback=RollbackRecord(
+                    action=comp.action,
+                    status=status,
+                    started_at=started,
+                    finished_at=finished,
+                    exit_code=result.exit_code,
+                    stdout=result.stdout,
+                    stderr=result.stderr,
+                    error=result.error,
+                ),
+            )
+            await self.checkpoint(
+                TimelineEvent(at=finished, event=f"rollback_{status.value}", step=rec.id, detail=result.error)
+            )
+            self.log.info("rollback.finished", step=rec.id, outcome=status.value, exit_code=result.exit_code)
+        return ExecutionStatus.ROLLED_BACK if all_ok else ExecutionStatus.ROLLBACK_FAILED
 
     async def run_action(
         self, step_id: str, action_name: str, with_: TemplateTree, timeout_s: float

@@ -14,6 +14,9 @@ class ExecutionStatus(StrEnum):
     FAILED = "failed"
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+    ROLLBACK_FAILED = "rollback_failed"
 
     @property
     def terminal(self) -> bool:
@@ -38,6 +41,8 @@ TERMINAL = frozenset(
         ExecutionStatus.FAILED,
         ExecutionStatus.TIMED_OUT,
         ExecutionStatus.CANCELLED,
+        ExecutionStatus.ROLLED_BACK,
+        ExecutionStatus.ROLLBACK_FAILED,
     }
 )
 
@@ -49,8 +54,10 @@ TRANSITIONS: dict[ExecutionStatus, frozenset[ExecutionStatus]] = {
             ExecutionStatus.FAILED,
             ExecutionStatus.TIMED_OUT,
             ExecutionStatus.CANCELLED,
+            ExecutionStatus.ROLLING_BACK,
         }
     ),
+    ExecutionStatus.ROLLING_BACK: frozenset({ExecutionStatus.ROLLED_BACK, ExecutionStatus.ROLLBACK_FAILED}),
 }
 
 

@@ -74,6 +74,14 @@ def test_good_config_loads(tmp_path: Path) -> None:
         (PLAYBOOK.replace("timeout: 1m", "max_parallel: 0"), ["max_parallel", "greater than or equal to 1"]),
         (PLAYBOOK + "    when: steps.x ==\n", ["p.yml:7", "step 'one' when"]),
         (
+            PLAYBOOK + "    rollback: {action: nope}\n",
+            ["p.yml:7", "step 'one' rollback", "unknown action 'nope'"],
+        ),
+        (
+            PLAYBOOK + "    rollback: {action: script, with: {command: 'undo it'}}\n",
+            ["step 'one' rollback", "with.command", "argv"],
+        ),
+        (
             PLAYBOOK + "    retry: {attempts: 3, backof: 1s}\n",
             ["p.yml:7", "steps[0]", "retry.backof: unknown key"],
         ),

@@ -14,7 +14,7 @@ from receiver.metrics import Metrics
 from receiver.models import parse_payload
 from receiver.states import ExecutionStatus, StepStatus
 from receiver.store.base import Store
-from tests.support import alert, payload, write_config
+from tests.support import PROJECT, alert, payload, write_config
 
 PY = sys.executable
 RULES = """
@@ -307,3 +307,84 @@ async def test_continue_on_error_lets_the_run_go_on(tmp_path: Path, store: Store
     e = await run_one(config_with(tmp_path, steps), store, target="x")
     assert e.status is ExecutionStatus.SUCCEEDED and e.error is None
     assert e.steps[0].status is StepStatus.FAILED and e.steps[1].stdout == "optional failed\n"
+
+
+ROLLBACK = """  - id: drain
+    action: script
+    with: {command: ["echo", "drained"]}
+    rollback: {action: script, with: {command: ["sh", "-c", "echo undrain >> LOG"]}}
+  - id: scale
+    action: script
+    with: {command: ["echo", "scaled"]}
+    rollback: {action: script, with: {command: ["sh", "-c", "echo unscale >> LOG; exit RC"]}}
+  - id: note
+    action: script
+    with: {command: ["true"]}
+  - id: deploy
+    action: script
+    with: {command: ["sh", "-c", "echo boom >&2; exit 2"]}
+    rollback: {action: script, with: {command: ["sh", "-c", "echo never >> LOG"]}}
+"""
+
+
+async def test_failure_rolls_back_succeeded_steps_in_reverse(tmp_path: Path, store: Store) -> None:
+    """After a failed step, the rollbacks of the steps that succeeded run latest first: rolled_back."""
+    log = tmp_path / "rollback.log"
+    e = await run_one(
+        config_with(tmp_path, ROLLBACK.replace("LOG", str(log)).replace("RC", "0")), store, target="x"
+    )
+    assert e.status is ExecutionStatus.ROLLED_BACK
+    assert e.error == "step 'deploy' failed: exit code 2"  # the cause stays recorded
+    assert log.read_text() == "unscale\nundrain\n"  # the failed step's own rollback never runs
+    assert [s.rollback.status if s.rollback else None for s in e.steps] == [
+        StepStatus.SUCCEEDED,
+        StepStatus.SUCCEEDED,
+        None,
+        None,
+    ]
+    events = [t.event for t in e.timeline]
+    assert events[-6:] == [
+        "rolling_back",
+        "rollback_started",
+        "rollback_succeeded",
+        "rollback_started",
+        "rollback_succeeded",
+        "rolled_back",
+    ]
+    assert e.finished_at is not None
+
+
+async def test_failed_rollback_ends_rollback_failed(tmp_path: Path, store: Store) -> None:
+    """A rollback that fails ends the execution rollback_failed; the others are still tried."""
+    log = tmp_path / "rollback.log"
+    e = await run_one(
+        config_with(tmp_path, ROLLBACK.replace("LOG", str(log)).replace("RC", "5")), store, target="x"
+    )
+    assert e.status is ExecutionStatus.ROLLBACK_FAILED
+    assert log.read_text() == "unscale\nundrain\n"
+    assert e.steps[1].rollback is not None and e.steps[1].rollback.exit_code == 5
+
+
+async def test_no_rollback_without_compensations(tmp_path: Path, store: Store) -> None:
+    """A failure with no succeeded step to undo ends plainly failed."""
+    steps = """  - id: deploy
+    action: script
+    with: {command: ["false"]}
+    rollback: {action: script, with: {command: ["true"]}}
+"""
+    e = await run_one(config_with(tmp_path, steps), store, target="x")
+    assert e.status is ExecutionStatus.FAILED and "rolling_back" not in [t.event for t in e.timeline]
+
+
+async def test_shipped_demo_rolls_back_a_broken_target(store: Store) -> None:
+    """The shipped demo playbook succeeds for a normal target and rolls back for target=broken."""
+    config = load_config(PROJECT / "receiver.yml")
+    engine = Engine(config=config, store=store, metrics=Metrics(), consumer="t")
+    for target, status in (("web-1", ExecutionStatus.SUCCEEDED), ("broken", ExecutionStatus.ROLLED_BACK)):
+        await engine.ingest(parse_payload(payload(alert("ReceiverDemo", target=target))))
+        claimed = await store.claim("w", 2)
+        assert claimed is not None
+        assert await engine.execute(claimed) is status
+    done = await store.get(claimed.id)
+    assert done is not None and done.steps[0].rollback is not None
+    assert done.steps[0].rollback.stdout == "undo report for broken\n"

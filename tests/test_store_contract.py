@@ -256,3 +256,17 @@ async def test_retention_cap_drops_oldest(tmp_path: Path, redis_server: RedisSer
         assert [e.id for e in page.items] == ids[:1:-1]
         assert await s.get(ids[0]) is None
         await s.close()
+
+
+async def test_rolling_back_is_not_terminal(store: Store, rules: tuple[Any, ...]) -> None:
+    """running -> rolling_back keeps the execution open; rolling_back -> rolled_back ends it."""
+    await store.admit(plan(rules, alert("Disk", instance="n1")), NOW)
+    e = await store.claim("c", 1)
+    assert e is not None
+    assert await store.transition(e.id, ExecutionStatus.ROLLING_BACK, now=NOW + 1, error="step 'x' failed")
+    mid = await store.get(e.id)
+    assert mid is not None and mid.status is ExecutionStatus.ROLLING_BACK and mid.finished_at is None
+    assert not await store.transition(e.id, ExecutionStatus.SUCCEEDED, now=NOW + 2, error=None)
+    assert await store.transition(e.id, ExecutionStatus.ROLLED_BACK, now=NOW + 3, error=None)
+    end = await store.get(e.id)
+    assert end is not None and end.finished_at == NOW + 3 and end.error == "step 'x' failed"
