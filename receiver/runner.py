@@ -230,6 +230,10 @@ class Runner:
             return ExecutionStatus.TIMED_OUT, f"playbook timeout of {self.playbook.timeout_s:g}s reached"
         return ExecutionStatus.SUCCEEDED, None
 
+    async def _alert_resolved(self) -> bool:
+        execution = await self.store.get(self.meta.id)
+        return execution is not None and execution.resolved_at is not None
+
     def to_roll_back(self) -> list[StepRecord]:
         """Succeeded steps that have a rollback, latest to finish first."""
         done = [
@@ -293,6 +297,7 @@ class Runner:
             step_id=step_id,
             env=alert_environment(self.meta, step_id=step_id, execution_url=self.url),
             output_limit=self.output_limit,
+            alert_resolved=self._alert_resolved,
         )
         try:
             return await asyncio.wait_for(

@@ -114,7 +114,7 @@ def stack(tmp_path: Path, redis_server: RedisServer) -> Iterator[dict[str, Any]]
 
 def test_alert_through_alertmanager_runs_playbook_once_and_records_resolution(stack: dict[str, Any]) -> None:
     """An alert fired through Alertmanager runs the shipped playbook exactly once despite re-sends,
-    history shows its step output, and the resolution is recorded."""
+    history shows its step output, and its wait_resolved step ends when Alertmanager resolves it."""
     labels = {
         "alertname": "NodeFilesystemSpaceFillingUp",
         "severity": "warning",
@@ -131,17 +131,17 @@ def test_alert_through_alertmanager_runs_playbook_once_and_records_resolution(st
         return items
 
     first = wait_for("an execution", executions)[0]
-    done = wait_for(
-        "the execution to succeed",
-        lambda: (d := http("GET", first["url"]))["status"] == "succeeded" and d,
+    waiting = wait_for(
+        "the diagnosis to finish and the wait for resolution to start",
+        lambda: (d := http("GET", first["url"]))["steps"][4]["status"] == "running" and d,
     )
-    assert [s["id"] for s in done["steps"]] == ["usage", "inodes", "summary", "largest"]
-    assert done["steps"][3]["status"] == "skipped"  # severity is warning, not critical
-    assert "Filesystem" in done["steps"][0]["stdout"] and done["steps"][0]["exit_code"] == 0
-    assert done["steps"][2]["stdout"].startswith("node-1 ") and done["steps"][2]["stdout"].strip().endswith(
-        " /"
-    )
-    assert done["params"] == {"mountpoint": "/", "instance": "node-1"}
+    assert waiting["status"] == "running"
+    assert [s["id"] for s in waiting["steps"]] == ["usage", "inodes", "summary", "largest", "cleared"]
+    usage, _, summary, largest, _ = waiting["steps"]
+    assert "Filesystem" in usage["stdout"] and usage["exit_code"] == 0
+    assert summary["stdout"].startswith("node-1 ") and summary["stdout"].strip().endswith(" /")
+    assert largest["status"] == "skipped"  # severity is warning, not critical
+    assert waiting["params"] == {"mountpoint": "/", "instance": "node-1"}
 
     def duplicates() -> float:
         text = http("GET", f"{stack['receiver']}/metrics")
@@ -160,7 +160,10 @@ def test_alert_through_alertmanager_runs_playbook_once_and_records_resolution(st
         f"{stack['am']}/api/v2/alerts",
         [{"labels": labels, "startsAt": starts.isoformat(), "endsAt": ends.isoformat()}],
     )
-    resolved = wait_for("the resolution", lambda: (d := http("GET", first["url"]))["resolved_at"] and d)
-    assert resolved["recovered"] is True and resolved["recovered_after_s"] >= 0
-    assert any(t["event"] == "alert_resolved" for t in resolved["timeline"])
+    done = wait_for(
+        "the closed loop", lambda: (d := http("GET", first["url"]))["status"] == "succeeded" and d
+    )
+    assert done["steps"][4]["stdout"] == "alert resolved\n"
+    assert done["recovered"] is True and done["recovered_after_s"] >= 0
+    assert any(t["event"] == "alert_resolved" for t in done["timeline"])
     assert len(executions()) == 1

@@ -388,3 +388,38 @@ async def test_shipped_demo_rolls_back_a_broken_target(store: Store) -> None:
     done = await store.get(claimed.id)
     assert done is not None and done.steps[0].rollback is not None
     assert done.steps[0].rollback.stdout == "undo report for broken\n"
+
+
+async def test_wait_resolved_succeeds_when_the_resolution_arrives(tmp_path: Path, store: Store) -> None:
+    """A wait_resolved step ends succeeded once the alert's resolved notification is ingested."""
+    steps = """  - id: fix
+    action: script
+    with: {command: ["true"]}
+  - id: cleared
+    action: wait_resolved
+    with: {timeout: 20s}
+"""
+    engine = Engine(config=config_with(tmp_path, steps), store=store, metrics=Metrics(), consumer="t")
+    firing = alert("A", target="x")
+    await engine.ingest(parse_payload(payload(firing)))
+    claimed = await store.claim("w", 2)
+    assert claimed is not None
+    run = asyncio.create_task(engine.execute(claimed))
+    await asyncio.sleep(0.5)
+    assert not run.done()  # still waiting: the alert fires
+    resolved = {**firing, "status": "resolved", "endsAt": "2099-01-01T00:00:00Z"}
+    await engine.ingest(parse_payload(payload(resolved)))
+    assert await asyncio.wait_for(run, 10) is ExecutionStatus.SUCCEEDED
+    done = await store.get(claimed.id)
+    assert done is not None and done.steps[1].stdout == "alert resolved\n" and done.recovered_after_s
+
+
+async def test_wait_resolved_times_out_while_alert_fires(tmp_path: Path, store: Store) -> None:
+    """A wait_resolved step fails at its timeout when the alert keeps firing."""
+    steps = """  - id: cleared
+    action: wait_resolved
+    with: {timeout: 300ms}
+"""
+    e = await run_one(config_with(tmp_path, steps), store, target="x")
+    assert e.status is ExecutionStatus.TIMED_OUT
+    assert e.error == "step 'cleared' failed: alert still firing after 0.3s"

@@ -8,8 +8,9 @@ from pydantic import BaseModel
 
 from receiver.actions.base import Action, ActionContext, ActionResult
 from receiver.actions.script import ScriptAction
+from receiver.actions.wait_resolved import WaitResolvedAction
 
-ACTIONS: Mapping[str, Action] = {a.name: a for a in (ScriptAction(),)}
+ACTIONS: Mapping[str, Action] = {a.name: a for a in (ScriptAction(), WaitResolvedAction())}
 
 
 def action_params() -> dict[str, type[BaseModel]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
@@ -18,6 +18,8 @@ class ActionContext:
     # Environment variables describing the alert and the execution (names already safe).
     env: Mapping[str, str] = field(default_factory=dict)
     output_limit: int = 16384
+    # Whether Alertmanager has reported this execution's alert resolved (reads the store).
+    alert_resolved: Callable[[], Awaitable[bool]] | None = None
 
 
 @dataclass(frozen=True)
