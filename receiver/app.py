@@ -55,6 +55,8 @@ def create_app(config: Config, *, store: Store | None = None, workers: bool = Tr
             web.get("/metrics", handlers.metrics),
             web.get("/api/v1/executions", handlers.list_executions),
             web.get("/api/v1/executions/{id}", handlers.get_execution),
+            web.post("/api/v1/executions/{id}/cancel", handlers.cancel_execution),
+            web.post("/api/v1/executions/{id}/retry", handlers.retry_execution),
             web.get("/api/v1/rules", handlers.list_rules),
             web.get("/api/v1/playbooks", handlers.list_playbooks),
         ]

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from receiver.config import Config
-from receiver.dedup import Outcome, plan_admission
-from receiver.errors import StoreUnavailable
-from receiver.execution import Execution, new_execution_id
+from receiver.dedup import AdmissionPlan, AlertPlan, Candidate, Outcome, plan_admission
+from receiver.errors import Conflict, NotFound, StoreUnavailable
+from receiver.execution import Execution, ExecutionMeta, new_execution_id
 from receiver.logs import get_logger
 from receiver.metrics import Metrics
 from receiver.models import WebhookPayload
@@ -124,6 +124,61 @@ class Engine:
             report.resolved.append({"execution_id": u.execution_id, "cancelled": u.cancelled})
             self._log.info("execution.alert_resolved", execution=u.execution_id, cancelled=u.cancelled)
         return report
+
+    # ---- operators ----------------------------------------------------------------------
+
+    async def cancel(self, execution_id: str) -> Execution:
+        """Cancel a queued or running execution; a running one stops within CANCEL_POLL_S."""
+        current = await self.store.get(execution_id)
+        if current is None:
+            raise NotFound("execution", execution_id)
+        if current.status not in (ExecutionStatus.QUEUED, ExecutionStatus.RUNNING):
+            raise Conflict(
+                f"execution {execution_id} is {current.status.value};"
+                " only queued or running ones can be cancelled"
+            )
+        moved = await self.store.transition(
+            execution_id, ExecutionStatus.CANCELLED, now=self._clock(), error="cancelled by an operator"
+        )
+        after = await self.store.get(execution_id)
+        assert after is not None
+        if not moved:
+            raise Conflict(
+                f"execution {execution_id} became {after.status.value} before it could be cancelled"
+            )
+        self._log.info("execution.cancelled", execution=execution_id, was=current.status.value)
+        return after
+
+    async def retry(self, execution_id: str) -> ExecutionMeta:
+        """Queue a new execution of an ended one's playbook for the same alert, linked to it.
+
+        An operator's retry is deliberate: it bypasses the duplicate and cooldown checks.
+        """
+        old = await self.store.get(execution_id)
+        if old is None:
+            raise NotFound("execution", execution_id)
+        if not old.status.terminal:
+            raise Conflict(
+                f"execution {execution_id} is still {old.status.value}; retry it once it has ended"
+            )
+        now = self._clock()
+        meta = old.meta.model_copy(
+            update={"id": new_execution_id(now), "created_at": now, "retry_of": old.id}
+        )
+        plan = AdmissionPlan(
+            alerts=(
+                AlertPlan(
+                    alert=meta.alert,
+                    seen_key=f"retry:{meta.id}",  # unique: never a duplicate
+                    candidates=(Candidate(meta=meta, cooldown_key="", cooldown_s=0.0),),
+                ),
+            )
+        )
+        result = await self.store.admit(plan, now)
+        assert [d.outcome for d in result.decided] == [Outcome.ADMITTED], result
+        self.metrics.alerts_admitted.labels(meta.rule).inc()
+        self._log.info("execution.retried", execution=meta.id, retry_of=old.id)
+        return meta
 
     # ---- workers ------------------------------------------------------------------------
 

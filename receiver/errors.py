@@ -95,6 +95,14 @@ class NotFound(ReceiverError):
         return f"{self.kind} {self.ident!r} not found"
 
 
+class Conflict(ReceiverError):
+    """The request is valid but the thing is not in a state that allows it."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
 class StoreUnavailable(ReceiverError):
     """The state store cannot be reached; the work was not recorded and should be retried."""
 

@@ -89,6 +89,7 @@ class ExecutionMeta(BaseModel):
     created_at: float
     receiver: str = ""
     group_key: str = ""
+    retry_of: str | None = None  # the execution an operator retried to create this one
 
 
 class Execution(BaseModel):
@@ -149,6 +150,7 @@ class Execution(BaseModel):
         out["on_resolved"] = self.meta.on_resolved
         out["receiver"] = self.meta.receiver
         out["group_key"] = self.meta.group_key
+        out["retry_of"] = self.meta.retry_of
         out["steps"] = [
             {
                 **s.model_dump(mode="json", exclude={"started_at", "finished_at", "rollback"}),

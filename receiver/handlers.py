@@ -136,6 +136,23 @@ async def get_execution(request: web.Request) -> web.Response:
     return web.json_response(execution.detail(engine.config.settings.external_url.rstrip("/")))
 
 
+async def cancel_execution(request: web.Request) -> web.Response:
+    """POST /api/v1/executions/{id}/cancel: stop a queued or running execution."""
+    engine = request.app[ENGINE]
+    execution = await engine.cancel(request.match_info["id"])
+    return web.json_response(execution.detail(engine.config.settings.external_url.rstrip("/")))
+
+
+async def retry_execution(request: web.Request) -> web.Response:
+    """POST /api/v1/executions/{id}/retry: run an ended execution's playbook again for its alert."""
+    engine = request.app[ENGINE]
+    meta = await engine.retry(request.match_info["id"])
+    return web.json_response(
+        {"execution_id": meta.id, "url": engine.execution_url(meta.id), "retry_of": meta.retry_of},
+        status=201,
+    )
+
+
 async def list_rules(request: web.Request) -> web.Response:
     """GET /api/v1/rules: the loaded rules, in the order they are tried."""
     rules = request.app[ENGINE].config.rules

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from receiver.errors import NotFound, PayloadError, RequestError, StoreUnavailable
+from receiver.errors import Conflict, NotFound, PayloadError, RequestError, StoreUnavailable
 from receiver.logs import get_logger
 from receiver.metrics import Metrics
 
@@ -36,6 +36,8 @@ def error_middleware(metrics: Metrics) -> Middleware:
             response = _error(400, str(e), param=e.param)
         except NotFound as e:
             response = _error(404, str(e))
+        except Conflict as e:
+            response = _error(409, str(e))
         except StoreUnavailable as e:
             _log.warning("request.store_unavailable", path=request.path, error=str(e))
             response = _error(503, "the state store is unavailable; retry later", cause=str(e))

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from receiver.actions import ACTIONS, ActionContext, ActionResult
 from receiver.environment import alert_environment
-from receiver.errors import TemplateError
+from receiver.errors import StoreUnavailable, TemplateError
 from receiver.execution import ExecutionMeta, RollbackRecord, StepRecord, TimelineEvent
 from receiver.metrics import Metrics
 from receiver.planner import next_steps
@@ -24,6 +24,9 @@ from receiver.states import ExecutionStatus, StepStatus
 from receiver.store.base import Store
 from receiver.templates import TemplateTree, render_tree
 
+# How often a running execution's status is read, so that an operator's cancel (made through any
+# replica) stops it within about this long.
+CANCEL_POLL_S = 1.0
 # Slack on top of a step's timeout before the runner itself abandons an action that ignores it.
 ACTION_GRACE_S = 5.0
 
@@ -80,6 +83,7 @@ class Runner:
             "steps": {},
         }
         self._lock = asyncio.Lock()
+        self.cancelled = False  # an operator cancelled the execution while it ran
 
     async def checkpoint(self, event: TimelineEvent) -> None:
         """Write every step record with a timeline event."""
@@ -102,6 +106,7 @@ class Runner:
         deadline = loop.time() + playbook.timeout_s
         out_of_time = False
         running: dict[asyncio.Task[ActionResult], str] = {}
+        watch = asyncio.create_task(self._watch_cancel(running))
         try:
             while True:
                 decision = next_steps(playbook.plan, {k: r.status for k, r in self.records.items()})
@@ -109,6 +114,7 @@ class Runner:
                 cancel = list(decision.cancel)
                 if remaining <= 0:
                     out_of_time = True
+                if out_of_time or self.cancelled:
                     cancel = [k for k, r in self.records.items() if r.status is StepStatus.PENDING]
                 if cancel:
                     for k in cancel:
@@ -117,7 +123,7 @@ class Runner:
                     await self.checkpoint(
                         TimelineEvent(at=self.clock(), event="steps_cancelled", detail=detail)
                     )
-                ready = [] if out_of_time else list(decision.ready)
+                ready = [] if out_of_time or self.cancelled else list(decision.ready)
                 settled = False  # a step was skipped or failed without running: plan again
                 for sid in ready[: playbook.max_parallel - len(running)]:
                     step = self.steps[sid]
@@ -136,12 +142,34 @@ class Runner:
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for task in sorted(done, key=lambda t: playbook.plan.order.index(running[t])):
                     sid = running.pop(task)
-                    await self._record_step(self.steps[sid], task.result())
+                    if task.cancelled():
+                        result = ActionResult(ok=False, error="cancelled by an operator")
+                        await self._record_step(self.steps[sid], result, StepStatus.CANCELLED)
+                    else:
+                        await self._record_step(self.steps[sid], task.result())
         finally:
+            watch.cancel()
             for task in running:
                 task.cancel()  # shutdown: the script action kills its process group
-            await asyncio.gather(*running, return_exceptions=True)
+            await asyncio.gather(watch, *running, return_exceptions=True)
+        if self.cancelled:
+            return ExecutionStatus.CANCELLED, "cancelled by an operator"
         return self._outcome(out_of_time)
+
+    async def _watch_cancel(self, running: dict[asyncio.Task[ActionResult], str]) -> None:
+        """Stop the running steps once the execution's status turns cancelled in the store."""
+        while True:
+            await asyncio.sleep(CANCEL_POLL_S)
+            try:
+                status = await self.store.status(self.meta.id)
+            except StoreUnavailable:
+                continue
+            if status is ExecutionStatus.CANCELLED:
+                self.cancelled = True
+                self.log.info("execution.cancel_seen", running=sorted(running.values()))
+                for task in running:
+                    task.cancel()  # the script action kills its process group
+                return
 
     async def _condition(self, step: Step) -> bool:
         """Evaluate `when`; record the step skipped (false) or failed (the expression failed)."""
@@ -187,9 +215,10 @@ class Runner:
             attempt += 1
             self._update(step.id, attempts=attempt)
 
-    async def _record_step(self, step: Step, result: ActionResult) -> None:
+    async def _record_step(self, step: Step, result: ActionResult, status: StepStatus | None = None) -> None:
         finished = self.clock()
-        status = StepStatus.SUCCEEDED if result.ok else StepStatus.FAILED
+        if status is None:
+            status = StepStatus.SUCCEEDED if result.ok else StepStatus.FAILED
         rec = self._update(
             step.id,
             status=status,

@@ -201,3 +201,106 @@ async def test_redis_outage_gives_503_and_recovers(tmp_path: Path) -> None:
     finally:
         await store.close()
         server.stop()
+
+
+SLOW = """name: echo
+steps:
+  - id: say
+    action: script
+    with: {command: ["sleep", "30.4242"]}
+  - id: after
+    action: script
+    with: {command: ["echo", "never"]}
+"""
+
+
+def live_processes(argv: list[str]) -> list[int]:
+    """Pids of running (not zombie) processes whose command line is exactly argv."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")[:-1]
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if [c.decode(errors="replace") for c in cmd] == argv and state not in ("Z", "X"):
+            found.append(int(proc.name))
+    return found
+
+
+async def test_cancel_running_execution_stops_its_process(tmp_path: Path, store: Store) -> None:
+    """POST /cancel on a running execution kills its step's process and ends it cancelled."""
+    config = load_config(write_config(tmp_path, rules=RULES, playbooks={"echo": SLOW}))
+    client = TestClient(TestServer(create_app(config, store=store)))
+    await client.start_server()
+    try:
+        body = await (
+            await client.post("/webhook", json=payload(alert("KubePodCrashLooping", deployment="w")))
+        ).json()
+        ident = body["accepted"][0]["execution_id"]
+        for _ in range(100):
+            steps = (await (await client.get(f"/api/v1/executions/{ident}")).json())["steps"]
+            if steps and steps[0]["status"] == "running":  # no step records until the run starts
+                break
+            await asyncio.sleep(0.05)
+        r = await client.post(f"/api/v1/executions/{ident}/cancel")
+        assert r.status == 200 and (await r.json())["status"] == "cancelled"
+        for _ in range(100):
+            detail = await (await client.get(f"/api/v1/executions/{ident}")).json()
+            if detail["steps"][0]["status"] == "cancelled":
+                break
+            await asyncio.sleep(0.05)
+        assert [s["status"] for s in detail["steps"]] == ["cancelled", "cancelled"]
+        assert detail["status"] == "cancelled" and detail["error"] == "cancelled by an operator"
+        assert detail["steps"][0]["finished_at"] is not None
+        assert live_processes(["sleep", "30.4242"]) == []  # the step's process group was killed
+        # Cancelling again is a conflict, with a reason.
+        again = await client.post(f"/api/v1/executions/{ident}/cancel")
+        assert again.status == 409 and "cancelled" in (await again.json())["error"]
+    finally:
+        await client.close()
+
+
+async def test_cancel_queued_execution_never_runs(tmp_path: Path, store: Store) -> None:
+    """A queued execution cancelled before a worker takes it never runs."""
+    config = load_config(write_config(tmp_path, rules=RULES, playbooks={"echo": PLAYBOOK}))
+    client = TestClient(TestServer(create_app(config, store=store, workers=False)))
+    await client.start_server()
+    try:
+        body = await (await client.post("/webhook", json=fixture("firing_group.json"))).json()
+        ident = body["accepted"][0]["execution_id"]
+        assert (await client.post(f"/api/v1/executions/{ident}/cancel")).status == 200
+        others = await store.claim("w", 0.5)
+        assert others is not None and others.id == body["accepted"][1]["execution_id"]
+        assert await store.claim("w", 0.3) is None
+        assert (await client.post("/api/v1/executions/000000000000deadbeef00/cancel")).status == 404
+    finally:
+        await client.close()
+
+
+async def test_retry_runs_again_linked_to_the_original(tmp_path: Path, store: Store) -> None:
+    """POST /retry on an ended execution queues a new one for the same alert, linked, despite dedup."""
+    async with serve(tmp_path, store) as client:
+        body = await (await client.post("/webhook", json=fixture("firing_group.json"))).json()
+        first = body["accepted"][0]["execution_id"]
+        await wait_terminal(client, first)
+        r = await client.post(f"/api/v1/executions/{first}/retry")
+        assert r.status == 201
+        retried = await r.json()
+        assert retried["retry_of"] == first and retried["execution_id"] != first
+        detail = await wait_terminal(client, retried["execution_id"])
+        assert detail["status"] == "succeeded" and detail["retry_of"] == first
+        assert detail["steps"][0]["stdout"] == "restarting cart\n"
+
+
+async def test_retry_of_unfinished_execution_is_a_conflict(tmp_path: Path, store: Store) -> None:
+    """An execution that has not ended cannot be retried (409 with the reason)."""
+    config = load_config(write_config(tmp_path, rules=RULES, playbooks={"echo": PLAYBOOK}))
+    client = TestClient(TestServer(create_app(config, store=store, workers=False)))
+    await client.start_server()
+    try:
+        body = await (await client.post("/webhook", json=fixture("firing_group.json"))).json()
+        r = await client.post(f"/api/v1/executions/{body['accepted'][0]['execution_id']}/retry")
+        assert r.status == 409 and "still queued" in (await r.json())["error"]
+    finally:
+        await client.close()

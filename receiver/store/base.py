@@ -110,6 +110,9 @@ class Store(Protocol):
         and returns False (changing nothing) when the move is not allowed.
         """
 
+    async def status(self, execution_id: str) -> ExecutionStatus | None:
+        """Just the status of an execution (cheap enough to poll), or None."""
+
     async def get(self, execution_id: str) -> Execution | None:
         """One execution with its steps and timeline, or None."""
 

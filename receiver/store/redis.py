@@ -244,6 +244,12 @@ class RedisStore:
             )
         return bool(done)
 
+    async def status(self, execution_id: str) -> ExecutionStatus | None:
+        """HGET of the status field."""
+        async with self._guard():
+            raw = await self._r.hget(self._k("exec", execution_id), "status")
+        return ExecutionStatus(str(raw)) if raw else None
+
     async def get(self, execution_id: str) -> Execution | None:
         """Read one execution's hash and timeline."""
         async with self._guard():

@@ -216,6 +216,15 @@ class SQLiteStore:
 
         return await self._run(tx)
 
+    async def status(self, execution_id: str) -> ExecutionStatus | None:
+        """The status column."""
+
+        def read(db: sqlite3.Connection) -> ExecutionStatus | None:
+            row = db.execute("SELECT status FROM executions WHERE id = ?", (execution_id,)).fetchone()
+            return None if row is None else ExecutionStatus(row[0])
+
+        return await self._run(read)
+
     async def get(self, execution_id: str) -> Execution | None:
         """One execution with its timeline."""
 
