@@ -253,6 +253,8 @@ class Engine:
                     )
                     log.info("execution.rolling_back", error=error)
                     status = await runner.rollback()
+                await runner.hooks(status, error)
+                if status in (ExecutionStatus.ROLLED_BACK, ExecutionStatus.ROLLBACK_FAILED):
                     error = None  # the failure that caused the rollback stays recorded
             await self.store.transition(meta.id, status, now=self._clock(), error=error)
         finally:

@@ -8,7 +8,7 @@ parameter model when the playbook loads, and again, rendered, when the step runs
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -22,6 +22,10 @@ from receiver.yamlsource import Document
 DEFAULT_PLAYBOOK_TIMEOUT_S = 30 * 60.0
 # Steps of one execution that may run at once when the DAG allows it.
 DEFAULT_MAX_PARALLEL = 4
+
+
+# Playbook hooks, in the order they run once the execution's outcome is known.
+HOOKS = ("on_success", "on_failure", "always")
 
 
 class RetrySpec(BaseModel):
@@ -51,17 +55,18 @@ class RetrySpec(BaseModel):
 NO_RETRY = RetrySpec()
 
 
-DEFAULT_ROLLBACK_TIMEOUT_S = 5 * 60.0
+# Rollbacks and hooks run outside the playbook's clock (it may have run out), with their own.
+DEFAULT_ACTION_TIMEOUT_S = 5 * 60.0
 
 
-class RollbackSpec(BaseModel):
-    """`rollback:` of a step: the action that undoes it, run when the execution fails later."""
+class ActionSpec(BaseModel):
+    """A step's `rollback:` or a playbook hook: an action with its parameters and timeout."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     action: str = Field(min_length=1)
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
-    timeout: float = DEFAULT_ROLLBACK_TIMEOUT_S
+    timeout: float = DEFAULT_ACTION_TIMEOUT_S
 
     @field_validator("timeout", mode="before")
     @classmethod
@@ -81,7 +86,7 @@ class StepSpec(BaseModel):
     when: str | None = None
     retry: RetrySpec = NO_RETRY
     continue_on_error: bool = False
-    rollback: RollbackSpec | None = None
+    rollback: ActionSpec | None = None
     timeout: float | None = None
 
     @field_validator("timeout", mode="before")
@@ -100,6 +105,9 @@ class PlaybookSpec(BaseModel):
     timeout: float = DEFAULT_PLAYBOOK_TIMEOUT_S
     max_parallel: int = Field(default=DEFAULT_MAX_PARALLEL, ge=1, le=64)
     steps: list[dict[str, Any]] = Field(min_length=1)
+    on_success: list[dict[str, Any]] = Field(default_factory=list)
+    on_failure: list[dict[str, Any]] = Field(default_factory=list)
+    always: list[dict[str, Any]] = Field(default_factory=list)
 
     @field_validator("timeout", mode="before")
     @classmethod
@@ -109,7 +117,7 @@ class PlaybookSpec(BaseModel):
 
 @dataclass(frozen=True)
 class Compensation:
-    """A loaded rollback: its action, compiled `with:`, and its own timeout."""
+    """A loaded rollback or hook: its action, compiled `with:`, and its own timeout."""
 
     action: str
     with_: TemplateTree
@@ -142,6 +150,7 @@ class Playbook:
     plan: Plan
     max_parallel: int
     source: str
+    hooks: dict[str, tuple[Compensation, ...]] = field(default_factory=dict)  # on_success, ...
 
 
 def _compile_action(
@@ -249,6 +258,26 @@ def load_playbook(
             )
         seen.add(step.id)
         steps.append(step)
+    hooks: dict[str, tuple[Compensation, ...]] = {}
+    for kind in HOOKS:
+        loaded: list[Compensation] = []
+        for i, raw in enumerate(getattr(spec, kind)):
+            base = (kind, i)
+            hwhere = f"{where} {kind}[{i}]"
+            try:
+                h = ActionSpec.model_validate(raw)
+                tree = _compile_action(h.action, h.with_, doc, base, hwhere, actions)
+            except ValidationError as e:
+                errors.extend(doc.errors_from(e, base=base, where=hwhere))
+                continue
+            except ConfigError as e:
+                errors.append(e)
+                continue
+            except ConfigErrors as e:
+                errors.extend(e.errors)
+                continue
+            loaded.append(Compensation(action=h.action, with_=tree, timeout_s=h.timeout))
+        hooks[kind] = tuple(loaded)
     if errors:
         return None, errors
     try:
@@ -267,6 +296,7 @@ def load_playbook(
             steps=tuple(steps),
             plan=plan,
             max_parallel=spec.max_parallel,
+            hooks=hooks,
             source=f"{doc.file}:{doc.line_of(()) or 1}",
         ),
         [],

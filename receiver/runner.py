@@ -308,6 +308,32 @@ class Runner:
             self.log.info("rollback.finished", step=rec.id, outcome=status.value, exit_code=result.exit_code)
         return ExecutionStatus.ROLLED_BACK if all_ok else ExecutionStatus.ROLLBACK_FAILED
 
+    async def hooks(self, status: ExecutionStatus, error: str | None) -> None:
+        """Run the playbook's hooks for this outcome: on_success or on_failure, then always.
+
+        A hook sees `execution.status` and `execution.error`; its failure is recorded in the
+        timeline and the log and never changes the outcome.
+        """
+        kinds = []
+        if status is ExecutionStatus.SUCCEEDED:
+            kinds.append("on_success")
+        elif status is not ExecutionStatus.CANCELLED:
+            kinds.append("on_failure")
+        kinds.append("always")
+        self.context["execution"] = {**self.context["execution"], "status": status.value, "error": error}
+        for kind in kinds:
+            for i, hook in enumerate(self.playbook.hooks.get(kind, ())):
+                name = f"{kind}[{i}]"
+                result = await self.run_action(name, hook.action, hook.with_, hook.timeout_s)
+                outcome = "succeeded" if result.ok else "failed"
+                detail = result.error if not result.ok else (result.stdout[-500:] or None)
+                await self.checkpoint(
+                    TimelineEvent(at=self.clock(), event=f"hook_{outcome}", step=name, detail=detail)
+                )
+                self.log.info(
+                    "hook.finished", hook=name, action=hook.action, outcome=outcome, error=result.error
+                )
+
     async def run_action(
         self, step_id: str, action_name: str, with_: TemplateTree, timeout_s: float
     ) -> ActionResult:

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from receiver.config import Config, load_config
 from receiver.engine import Engine
 from receiver.execution import Execution
@@ -423,3 +425,39 @@ async def test_wait_resolved_times_out_while_alert_fires(tmp_path: Path, store: 
     e = await run_one(config_with(tmp_path, steps), store, target="x")
     assert e.status is ExecutionStatus.TIMED_OUT
     assert e.error == "step 'cleared' failed: alert still firing after 0.3s"
+
+
+HOOKED = """name: p
+steps:
+  - id: s
+    action: script
+    with: {command: ["sh", "-c", "exit RC"]}
+on_success:
+  - {action: script, with: {command: ["sh", "-c", "echo success {{ execution.status }} >> LOG"]}}
+on_failure:
+  - {action: script, with: {command: ["sh", "-c", "echo failure {{ execution.status }} >> LOG; exit 1"]}}
+always:
+  - {action: script, with: {command: ["sh", "-c", "echo always >> LOG"]}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("rc", "status", "lines"),
+    [
+        ("0", ExecutionStatus.SUCCEEDED, ["success succeeded", "always"]),
+        ("3", ExecutionStatus.FAILED, ["failure failed", "always"]),
+    ],
+)
+async def test_hooks_run_by_outcome_and_never_change_it(
+    tmp_path: Path, store: Store, rc: str, status: ExecutionStatus, lines: list[str]
+) -> None:
+    """on_success or on_failure runs by outcome, then always; a failing hook changes nothing."""
+    log = tmp_path / "hooks.log"
+    text = HOOKED.replace("RC", rc).replace("LOG", str(log))
+    config = load_config(write_config(tmp_path, rules=RULES, playbooks={"p": text}))
+    e = await run_one(config, store, target="x")
+    assert e.status is status
+    assert log.read_text().splitlines() == lines
+    hook_events = [(t.event, t.step) for t in e.timeline if t.event.startswith("hook_")]
+    expected_first = ("hook_succeeded", "on_success[0]") if rc == "0" else ("hook_failed", "on_failure[0]")
+    assert hook_events == [expected_first, ("hook_succeeded", "always[0]")]
