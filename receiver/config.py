@@ -40,7 +40,7 @@ class HistorySettings(BaseModel):
 
     retention: float = 7 * 86400.0
     max_executions: int = Field(default=100_000, gt=0)
-    output_tail_bytes: int = Field(default=16384, gt=0)
+    output_limit_bytes: int = Field(default=16384, gt=0)
 
     @field_validator("retention", mode="before")
     @classmethod

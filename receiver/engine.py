@@ -242,7 +242,7 @@ class Engine:
                     store=self.store,
                     metrics=self.metrics,
                     url=self.execution_url(meta.id),
-                    output_limit=self.config.settings.history.output_tail_bytes,
+                    output_limit=self.config.settings.history.output_limit_bytes,
                     clock=self._clock,
                     log=log,
                 )

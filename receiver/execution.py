@@ -56,7 +56,7 @@ class RollbackRecord(BaseModel):
 
 
 class StepRecord(BaseModel):
-    """The outcome so far of one step: timing, exit code, capped output tails."""
+    """The outcome so far of one step: timing, exit code, capped output."""
 
     model_config = ConfigDict(frozen=True)
 

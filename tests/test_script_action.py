@@ -64,12 +64,14 @@ async def test_environment_is_minimal_plus_alert_and_step(monkeypatch: pytest.Mo
     assert "RECEIVER_SECRET_TOKEN" not in env
 
 
-async def test_output_is_capped_to_its_tail() -> None:
-    """Only the last output_limit bytes are kept, with a note of how much was cut."""
-    r = await run([sys.executable, "-c", "print('a' * 5000 + 'END')"])
-    assert r.stdout.endswith("END\n")
-    assert r.stdout.startswith("[3980 bytes cut]\n")
-    assert len(r.stdout) < 1100
+async def test_output_is_capped_keeping_head_and_tail() -> None:
+    """Output beyond output_limit keeps its first and last halves, with a note of how much was cut."""
+    r = await run([sys.executable, "-c", "print('BEGIN' + 'a' * 5000 + 'END')"])
+    head, marker, tail = r.stdout.split("\n", 2)
+    assert head == "BEGIN" + "a" * 507 and marker == "[3985 bytes cut]"
+    assert tail.endswith("END\n") and len(tail) == 512
+    small = await run(["echo", "short"])
+    assert small.stdout == "short\n"
 
 
 async def test_missing_executable_is_a_clear_failure() -> None:

@@ -1,7 +1,8 @@
 """The `script` action: run an argv list (never a shell string) in its own process group.
 
 A timeout kills the whole group (SIGTERM, then SIGKILL after a grace period), so nothing the
-script started outlives it. stdout and stderr are read as they come and only a capped tail is kept.
+script started outlives it. stdout and stderr are read as they come; the head and the tail are
+kept, up to a cap, and what fell between is counted.
 """
 
 from __future__ import annotations
@@ -58,27 +59,34 @@ class ScriptParams(BaseModel):
         return v
 
 
-class _Tail:
-    """Keeps the last `limit` bytes of a stream."""
+class _Capture:
+    """Keeps the first and the last `limit // 2` bytes of a stream, and counts what fell between."""
 
     def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.buf = bytearray()
-        self.dropped = 0
+        self.head_limit = limit // 2
+        self.tail_limit = limit - self.head_limit
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.cut = 0
 
     def feed(self, chunk: bytes) -> None:
-        self.buf += chunk
-        if len(self.buf) > self.limit:
-            cut = len(self.buf) - self.limit
-            self.dropped += cut
-            del self.buf[:cut]
+        room = self.head_limit - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        self.tail += chunk
+        if len(self.tail) > self.tail_limit:
+            drop = len(self.tail) - self.tail_limit
+            self.cut += drop
+            del self.tail[:drop]
 
     def text(self) -> str:
-        out = self.buf.decode("utf-8", errors="replace")
-        return f"[{self.dropped} bytes cut]\n{out}" if self.dropped else out
+        head = self.head.decode("utf-8", errors="replace")
+        tail = self.tail.decode("utf-8", errors="replace")
+        return f"{head}\n[{self.cut} bytes cut]\n{tail}" if self.cut else head + tail
 
 
-async def _drain(stream: asyncio.StreamReader | None, tail: _Tail) -> None:
+async def _drain(stream: asyncio.StreamReader | None, tail: _Capture) -> None:
     if stream is None:
         return
     while chunk := await stream.read(65536):
@@ -168,7 +176,7 @@ class ScriptAction:
             )
         except OSError as e:
             return ActionResult(ok=False, error=f"cannot start {params.command[0]!r}: {e.strerror or e}")
-        out, err = _Tail(ctx.output_limit), _Tail(ctx.output_limit)
+        out, err = _Capture(ctx.output_limit), _Capture(ctx.output_limit)
         readers = asyncio.gather(_drain(proc.stdout, out), _drain(proc.stderr, err))
         timed_out = False
         try:
