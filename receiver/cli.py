@@ -1,8 +1,10 @@
-"""Command line: `receiver serve` runs the service, `receiver check` validates a config."""
+"""Command line: `serve` runs the service, `check` validates a config, `run` tries a playbook."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import sys
 from pathlib import Path
 
@@ -10,8 +12,12 @@ from aiohttp import web
 
 from receiver import __version__
 from receiver.config import Config, load_config
-from receiver.errors import ConfigError, ConfigErrors
+from receiver.dryrun import dry_run
+from receiver.errors import ConfigError, ConfigErrors, PayloadError
 from receiver.logs import configure, get_logger
+from receiver.models import Alert, parse_payload
+from receiver.rules import RouteDecision, route
+from receiver.states import ExecutionStatus
 
 
 def _load(args: argparse.Namespace) -> Config | None:
@@ -60,6 +66,84 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_alert(path: Path) -> Alert:
+    """The first alert of a webhook payload file, or a file holding one alert."""
+    body = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(body, dict) and "alerts" not in body:
+        body = {"alerts": [body]}
+    return parse_payload(body).alerts[0]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Show what a playbook would do for an alert (--dry-run), or run it here and print the result."""
+    configure(json=False, level="warning", stream=sys.stderr)  # stdout carries the result
+    config = _load(args)
+    if config is None:
+        return 1
+    playbook = config.playbooks.get(args.playbook)
+    if playbook is None:
+        print(
+            f"receiver: no playbook {args.playbook!r} (loaded: {', '.join(sorted(config.playbooks))})",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        alert = _read_alert(args.alert)
+    except (OSError, ValueError, PayloadError) as e:
+        print(f"receiver: --alert {args.alert}: {e}", file=sys.stderr)
+        return 1
+    if alert.status != "firing":
+        print(
+            f"receiver: --alert {args.alert}: the alert is {alert.status}; playbooks run for firing alerts",
+            file=sys.stderr,
+        )
+        return 1
+    rule, params = "(none)", {}
+    for d in route(alert, config.rules):
+        if isinstance(d, RouteDecision) and d.playbook == playbook.name:
+            rule, params = d.rule, dict(d.params)
+            break
+    for kv in args.param:
+        key, sep, value = kv.partition("=")
+        if not sep:
+            print(f"receiver: --param {kv!r}: expected NAME=VALUE", file=sys.stderr)
+            return 1
+        params[key] = value
+    if args.dry_run:
+        print(f"playbook {playbook.name}: rule {rule}, params {json.dumps(params)}")
+        for step in dry_run(playbook, alert, params, rule):
+            state = {True: "runs", False: "skips", None: "decided at run time"}[step.runs]
+            needs = ", ".join(step.needs) or "-"
+            print(f"  {step.id} [{step.action}] needs: {needs}; {state}")
+            if step.with_ is not None:
+                print(f"    with: {json.dumps(step.with_)}")
+            if step.note:
+                print(f"    note: {step.note}")
+        return 0
+    return asyncio.run(_run_here(config, playbook.name, alert, params, rule))
+
+
+async def _run_here(config: Config, playbook: str, alert: Alert, params: dict[str, str], rule: str) -> int:
+    """Run one playbook in this process on a throwaway in-memory store; print the execution."""
+    from receiver.engine import Engine
+    from receiver.metrics import Metrics
+    from receiver.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(":memory:")
+    engine = Engine(config=config, store=store, metrics=Metrics(), consumer="cli")
+    try:
+        meta = await engine.enqueue(alert=alert, rule=rule, playbook=playbook, params=params)
+        claimed = await store.claim("cli", 1.0)
+        assert claimed is not None and claimed.id == meta.id
+        status = await engine.execute(claimed)
+        done = await store.get(meta.id)
+        assert done is not None
+        print(json.dumps(done.detail(), indent=2))
+    finally:
+        await store.close()
+    return 0 if status is ExecutionStatus.SUCCEEDED else 2
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser."""
     p = argparse.ArgumentParser(prog="receiver", description="Alertmanager remediation receiver")
@@ -77,6 +161,18 @@ def parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate the config, rules and playbooks, then exit")
     check.add_argument("--config", type=Path, help="main config file (YAML)")
     check.set_defaults(func=cmd_check)
+
+    run = sub.add_parser("run", help="show what a playbook would do for an alert, or run it here")
+    run.add_argument("playbook", help="playbook name")
+    run.add_argument("--config", type=Path, help="main config file (YAML)")
+    run.add_argument(
+        "--alert", type=Path, required=True, help="a webhook payload (its first alert) or one alert, JSON"
+    )
+    run.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help="set or override a param"
+    )
+    run.add_argument("--dry-run", action="store_true", help="render the plan; run nothing")
+    run.set_defaults(func=cmd_run)
     return p
 
 

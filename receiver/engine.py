@@ -18,7 +18,7 @@ from receiver.errors import Conflict, NotFound, StoreUnavailable
 from receiver.execution import Execution, ExecutionMeta, new_execution_id
 from receiver.logs import get_logger
 from receiver.metrics import Metrics
-from receiver.models import WebhookPayload
+from receiver.models import Alert, WebhookPayload
 from receiver.runner import Runner
 from receiver.states import ExecutionStatus
 from receiver.store.base import Store
@@ -165,11 +165,34 @@ class Engine:
         meta = old.meta.model_copy(
             update={"id": new_execution_id(now), "created_at": now, "retry_of": old.id}
         )
+        await self._admit_one(meta, now)
+        self._log.info("execution.retried", execution=meta.id, retry_of=old.id)
+        return meta
+
+    async def enqueue(
+        self, *, alert: Alert, rule: str, playbook: str, params: dict[str, str]
+    ) -> ExecutionMeta:
+        """Queue one execution directly, past duplicate and cooldown checks (`receiver run`)."""
+        now = self._clock()
+        meta = ExecutionMeta(
+            id=new_execution_id(now),
+            rule=rule,
+            playbook=playbook,
+            params=params,
+            dedup_key="",
+            on_resolved="ignore",
+            alert=alert,
+            created_at=now,
+        )
+        await self._admit_one(meta, now)
+        return meta
+
+    async def _admit_one(self, meta: ExecutionMeta, now: float) -> None:
         plan = AdmissionPlan(
             alerts=(
                 AlertPlan(
                     alert=meta.alert,
-                    seen_key=f"retry:{meta.id}",  # unique: never a duplicate
+                    seen_key=f"direct:{meta.id}",  # unique: never a duplicate
                     candidates=(Candidate(meta=meta, cooldown_key="", cooldown_s=0.0),),
                 ),
             )
@@ -177,8 +200,6 @@ class Engine:
         result = await self.store.admit(plan, now)
         assert [d.outcome for d in result.decided] == [Outcome.ADMITTED], result
         self.metrics.alerts_admitted.labels(meta.rule).inc()
-        self._log.info("execution.retried", execution=meta.id, retry_of=old.id)
-        return meta
 
     # ---- workers ------------------------------------------------------------------------
 

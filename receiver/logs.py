@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
 
-def configure(*, json: bool | None = None, level: str = "info") -> None:
-    """Configure structlog for the process; `json=None` picks JSON unless stdout is a terminal."""
-    use_json = not sys.stdout.isatty() if json is None else json
+def configure(*, json: bool | None = None, level: str = "info", stream: TextIO | None = None) -> None:
+    """Configure structlog for the process, writing to `stream` (stdout by default).
+
+    `json=None` picks JSON unless the stream is a terminal.
+    """
+    out = stream or sys.stdout
+    use_json = not out.isatty() if json is None else json
     renderer: Any = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
     structlog.configure(
         processors=[
@@ -22,7 +26,7 @@ def configure(*, json: bool | None = None, level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
 

@@ -57,3 +57,53 @@ def test_listen_override_is_validated() -> None:
     """`serve --listen` with a malformed address is refused naming the key."""
     r = receiver("serve", "--config", "receiver.yml", "--listen", "nowhere")
     assert r.returncode == 1 and "listen: Value error, expected HOST:PORT" in r.stderr
+
+
+DISK_ALERT = (
+    '{"status": "firing", "startsAt": "2026-11-24T10:00:00Z", "labels": {"alertname":'
+    ' "NodeFilesystemSpaceFillingUp", "severity": "SEVERITY", "instance": "node-1", "mountpoint": "/"}}'
+)
+
+
+def test_run_dry_run_shows_the_plan(tmp_path: Path) -> None:
+    """`run --dry-run` renders params, needs and conditions without running anything."""
+    alert_file = tmp_path / "alert.json"
+    alert_file.write_text(DISK_ALERT.replace("SEVERITY", "warning"))
+    r = receiver("run", "disk-diagnose", "--config", "receiver.yml", "--alert", str(alert_file), "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert 'rule disk-filling-up, params {"mountpoint": "/", "instance": "node-1"}' in r.stdout
+    assert 'with: {"command": ["df", "-h", "/"], "timeout": "30s"}' in r.stdout
+    assert "largest [script] needs: usage; skips" in r.stdout
+    assert "note: skipped: `alert.labels.severity == 'critical'` is false" in r.stdout
+    assert (
+        "summary [script] needs: usage, inodes; runs\n    note: parameters use earlier steps' output"
+        in r.stdout
+    )
+
+
+def test_run_executes_here_and_prints_the_record(tmp_path: Path) -> None:
+    """`run` without --dry-run runs the playbook in-process and prints the execution as JSON."""
+    import json
+
+    r = receiver(
+        "run",
+        "demo-report",
+        "--config",
+        "receiver.yml",
+        "--alert",
+        "tests/fixtures/alertmanager-0.25/firing_group.json",
+        "--param",
+        "target=broken",
+    )
+    assert r.returncode == 2  # not succeeded
+    record = json.loads(r.stdout)
+    assert record["status"] == "rolled_back"
+    assert record["steps"][0]["rollback"]["stdout"] == "undo report for broken\n"
+
+
+def test_run_names_bad_input(tmp_path: Path) -> None:
+    """An unknown playbook or an unreadable alert file is named, exit 1."""
+    r = receiver("run", "nope", "--config", "receiver.yml", "--alert", "x.json", "--dry-run")
+    assert r.returncode == 1 and "no playbook 'nope'" in r.stderr
+    r = receiver("run", "demo-report", "--config", "receiver.yml", "--alert", str(tmp_path / "missing.json"))
+    assert r.returncode == 1 and "missing.json" in r.stderr

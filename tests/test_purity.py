@@ -13,6 +13,7 @@ CORE = [
     "receiver.dedup",
     "receiver.playbook",
     "receiver.planner",
+    "receiver.dryrun",
     "receiver.states",
     "receiver.execution",
     "receiver.models",
