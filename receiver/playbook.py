@@ -7,9 +7,10 @@ parameter model when the playbook loads, and again, rendered, when the step runs
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -18,6 +19,8 @@ from receiver.errors import ConfigError, ConfigErrors, TemplateError
 from receiver.planner import Plan, PlanError, build_plan
 from receiver.templates import Expression, TemplateTree, compile_expression, compile_tree
 from receiver.yamlsource import Document
+
+T = TypeVar("T")
 
 DEFAULT_PLAYBOOK_TIMEOUT_S = 30 * 60.0
 # Steps of one execution that may run at once when the DAG allows it.
@@ -184,6 +187,25 @@ def _compile_action(
         raise ConfigError(str(e), file=doc.file, line=doc.line_of((*base, "with")), where=where) from e
 
 
+def _located(doc: Document, base: tuple[str | int, ...], where: str, load: Callable[[], T]) -> T:
+    """Run `load`, turning any validation or config error it raises into located ConfigErrors."""
+    try:
+        return load()
+    except ValidationError as e:
+        raise ConfigErrors(doc.errors_from(e, base=base, where=where)) from e
+    except ConfigError as e:
+        raise ConfigErrors([e]) from e
+
+
+def _load_hook(
+    raw: Any, doc: Document, base: tuple[str | int, ...], actions: Mapping[str, type[BaseModel]]
+) -> Compensation:
+    h = ActionSpec.model_validate(raw)
+    where = f"{base[0]}[{base[1]}]"
+    tree = _compile_action(h.action, h.with_, doc, base, where, actions)
+    return Compensation(action=h.action, with_=tree, timeout_s=h.timeout)
+
+
 def _load_step(
     raw: Any,
     doc: Document,
@@ -237,23 +259,16 @@ def load_playbook(
     for i, raw in enumerate(spec.steps):
         base: tuple[str | int, ...] = ("steps", i)
         try:
-            step = _load_step(raw, doc, base, where, actions)
-        except ValidationError as e:
-            errors.extend(doc.errors_from(e, base=base, where=f"{where} steps[{i}]"))
-            continue
-        except ConfigError as e:
-            errors.append(e)
-            continue
+            step = _located(
+                doc, base, f"{where} steps[{i}]", partial(_load_step, raw, doc, base, where, actions)
+            )
         except ConfigErrors as e:
             errors.extend(e.errors)
             continue
         if step.id in seen:
             errors.append(
                 ConfigError(
-                    f"duplicate step id {step.id!r}",
-                    file=doc.file,
-                    line=doc.line_of(base),
-                    where=where,
+                    f"duplicate step id {step.id!r}", file=doc.file, line=doc.line_of(base), where=where
                 )
             )
         seen.add(step.id)
@@ -263,20 +278,12 @@ def load_playbook(
         loaded: list[Compensation] = []
         for i, raw in enumerate(getattr(spec, kind)):
             base = (kind, i)
-            hwhere = f"{where} {kind}[{i}]"
             try:
-                h = ActionSpec.model_validate(raw)
-                tree = _compile_action(h.action, h.with_, doc, base, hwhere, actions)
-            except ValidationError as e:
-                errors.extend(doc.errors_from(e, base=base, where=hwhere))
-                continue
-            except ConfigError as e:
-                errors.append(e)
-                continue
+                loaded.append(
+                    _located(doc, base, f"{where} {kind}[{i}]", partial(_load_hook, raw, doc, base, actions))
+                )
             except ConfigErrors as e:
                 errors.extend(e.errors)
-                continue
-            loaded.append(Compensation(action=h.action, with_=tree, timeout_s=h.timeout))
         hooks[kind] = tuple(loaded)
     if errors:
         return None, errors

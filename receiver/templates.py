@@ -6,7 +6,8 @@ compiled as templates themselves.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,20 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from receiver.errors import TemplateError
 
 _ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+@contextmanager
+def _as_template_error(where: str) -> Iterator[None]:
+    """Turn whatever rendering raises (undefined names, sandbox refusals, bad operations) into
+    a TemplateError naming the template's place."""
+    try:
+        yield
+    except jinja2.UndefinedError as e:
+        raise TemplateError(where, f"undefined: {e.message}") from e
+    except jinja2.TemplateError as e:
+        raise TemplateError(where, e.message or type(e).__name__) from e
+    except (TypeError, ValueError, ArithmeticError, LookupError) as e:
+        raise TemplateError(where, f"{type(e).__name__}: {e}") from e
 
 
 @dataclass(frozen=True)
@@ -28,14 +43,8 @@ class Template:
 
     def render(self, context: Mapping[str, Any]) -> str:
         """Render with `context`; TemplateError names the template's place and the cause."""
-        try:
+        with _as_template_error(self.where):
             return self._compiled.render(context)
-        except jinja2.UndefinedError as e:
-            raise TemplateError(self.where, f"undefined: {e.message}") from e
-        except jinja2.TemplateError as e:
-            raise TemplateError(self.where, e.message or type(e).__name__) from e
-        except (TypeError, ValueError, ArithmeticError, LookupError) as e:
-            raise TemplateError(self.where, f"{type(e).__name__}: {e}") from e
 
 
 def compile_template(source: str, where: str) -> Template:
@@ -56,17 +65,11 @@ class Expression:
 
     def evaluate(self, context: Mapping[str, Any]) -> Any:
         """Evaluate with `context`; TemplateError names the place and the cause."""
-        try:
+        with _as_template_error(self.where):
             value = self._compiled(**context)
-        except jinja2.UndefinedError as e:
-            raise TemplateError(self.where, f"undefined: {e.message}") from e
-        except jinja2.TemplateError as e:
-            raise TemplateError(self.where, e.message or type(e).__name__) from e
-        except (TypeError, ValueError, ArithmeticError, LookupError) as e:
-            raise TemplateError(self.where, f"{type(e).__name__}: {e}") from e
-        if isinstance(value, jinja2.Undefined):
-            value._fail_with_undefined_error()
-        return value
+            if isinstance(value, jinja2.Undefined):
+                value._fail_with_undefined_error()
+            return value
 
 
 def compile_expression(source: str, where: str) -> Expression:
