@@ -198,10 +198,9 @@ def _located(doc: Document, base: tuple[str | int, ...], where: str, load: Calla
 
 
 def _load_hook(
-    raw: Any, doc: Document, base: tuple[str | int, ...], actions: Mapping[str, type[BaseModel]]
+    raw: Any, doc: Document, base: tuple[str | int, ...], where: str, actions: Mapping[str, type[BaseModel]]
 ) -> Compensation:
     h = ActionSpec.model_validate(raw)
-    where = f"{base[0]}[{base[1]}]"
     tree = _compile_action(h.action, h.with_, doc, base, where, actions)
     return Compensation(action=h.action, with_=tree, timeout_s=h.timeout)
 
@@ -278,9 +277,10 @@ def load_playbook(
         loaded: list[Compensation] = []
         for i, raw in enumerate(getattr(spec, kind)):
             base = (kind, i)
+            hwhere = f"{where} {kind}[{i}]"
             try:
                 loaded.append(
-                    _located(doc, base, f"{where} {kind}[{i}]", partial(_load_hook, raw, doc, base, actions))
+                    _located(doc, base, hwhere, partial(_load_hook, raw, doc, base, hwhere, actions))
                 )
             except ConfigErrors as e:
                 errors.extend(e.errors)
