@@ -37,18 +37,3 @@ def parse_duration(value: str | int | float) -> float:
     if pos != len(text):
         raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 15m, 1h30m)")
     return total
-
-
-def format_duration(seconds: float) -> str:
-    """Render seconds the way they are written in config ("1h30m", "45s", "250ms")."""
-    if seconds < 1 and seconds > 0:
-        return f"{round(seconds * 1000)}ms"
-    rest = round(seconds)
-    out = ""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if rest >= size:
-            out += f"{rest // size}{unit}"
-            rest %= size
-    if rest or not out:
-        out += f"{rest}s"
-    return out

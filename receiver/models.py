@@ -15,8 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from receiver.errors import PayloadError
 
-ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
-
 
 def label_fingerprint(labels: dict[str, str]) -> str:
     """A stable 16-hex-digit fingerprint of a label set (sorted names and values)."""
@@ -148,8 +146,3 @@ def parse_payload(body: Any) -> WebhookPayload:
     if first_error is not None and not alerts:
         raise first_error
     return WebhookPayload(header=header, alerts=alerts, rejected=rejected)
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(UTC)
