@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel
 
@@ -32,6 +32,15 @@ class ActionResult:
     stderr: str = ""
     error: str | None = None
     timed_out: bool = False
+
+    def recorded(self) -> dict[str, Any]:
+        """The fields a step or rollback record keeps of this result."""
+        return {
+            "exit_code": self.exit_code,
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "error": self.error,
+        }
 
 
 class Action(Protocol):
