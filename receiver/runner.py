@@ -220,14 +220,7 @@ class Runner:
         if status is None:
             status = StepStatus.SUCCEEDED if result.ok else StepStatus.FAILED
         rec = self._update(
-            step.id,
-            status=status,
-            finished_at=finished,
-            exit_code=result.exit_code,
-            stdout=result.stdout,
-            stderr=result.stderr,
-            error=result.error,
-            timed_out=result.timed_out,
+            step.id, status=status, finished_at=finished, timed_out=result.timed_out, **result.recorded()
         )
         self.context["steps"][step.id] = step_context(rec)
         await self.checkpoint(
@@ -296,10 +289,7 @@ class Runner:
                     status=status,
                     started_at=started,
                     finished_at=finished,
-                    exit_code=result.exit_code,
-                    stdout=result.stdout,
-                    stderr=result.stderr,
-                    error=result.error,
+                    **result.recorded(),
                 ),
             )
             await self.checkpoint(
