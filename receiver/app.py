@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from receiver import handlers
+from receiver.auth import Authenticator
 from receiver.config import Config
 from receiver.engine import Engine
 from receiver.metrics import Metrics
-from receiver.middleware import error_middleware
+from receiver.middleware import auth_middleware, error_middleware
 from receiver.store import open_store
 from receiver.store.base import Store
 
@@ -27,7 +28,7 @@ def create_app(config: Config, *, store: Store | None = None, workers: bool = Tr
     metrics = Metrics()
     app = web.Application(
         client_max_size=config.settings.webhook.max_body_bytes,
-        middlewares=[error_middleware(metrics)],
+        middlewares=[error_middleware(metrics), auth_middleware(Authenticator(config.settings.auth))],
     )
     owned = store is None
     engine = Engine(
@@ -42,7 +43,7 @@ def create_app(config: Config, *, store: Store | None = None, workers: bool = Tr
         if workers:
             engine.start()
         yield
-        await engine.stop()
+        await engine.stop(config.settings.shutdown_grace)
         if owned:
             await engine.store.close()
 
@@ -55,9 +56,12 @@ def create_app(config: Config, *, store: Store | None = None, workers: bool = Tr
             web.get("/metrics", handlers.metrics),
             web.get("/api/v1/executions", handlers.list_executions),
             web.get("/api/v1/executions/{id}", handlers.get_execution),
+            web.post("/api/v1/executions/{id}/approve", handlers.approve_execution),
+            web.post("/api/v1/executions/{id}/reject", handlers.reject_execution),
             web.post("/api/v1/executions/{id}/cancel", handlers.cancel_execution),
             web.post("/api/v1/executions/{id}/retry", handlers.retry_execution),
             web.get("/api/v1/rules", handlers.list_rules),
+            web.post("/api/v1/rules/{name}/reset", handlers.reset_rule),
             web.get("/api/v1/playbooks", handlers.list_playbooks),
         ]
     )

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import ssl
 import sys
 from pathlib import Path
 
 from aiohttp import web
 
 from receiver import __version__
+from receiver.auth import TlsSettings
 from receiver.config import Config, load_config
 from receiver.dryrun import dry_run
 from receiver.errors import ConfigError, ConfigErrors, PayloadError
@@ -62,8 +64,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         rules=len(config.rules),
         playbooks=len(config.playbooks),
     )
-    web.run_app(create_app(config), host=host, port=port, print=None, access_log=None)
+    web.run_app(
+        create_app(config),
+        host=host,
+        port=port,
+        print=None,
+        access_log=None,
+        ssl_context=_ssl_context(config.settings.tls) if config.settings.tls else None,
+    )
     return 0
+
+
+def _ssl_context(tls: TlsSettings) -> ssl.SSLContext:
+    """HTTPS with the configured certificate; with client_ca_file, client certificates required."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.client_ca_file is not None:
+        ctx.load_verify_locations(tls.client_ca_file)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
 
 
 def _read_alert(path: Path) -> Alert:
@@ -120,12 +140,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             if step.note:
                 print(f"    note: {step.note}")
         return 0
-    return asyncio.run(_run_here(config, playbook.name, alert, params, rule))
+    return asyncio.run(_run_here(config, playbook.name, alert, params, rule, approve=args.approve))
 
 
-async def _run_here(config: Config, playbook: str, alert: Alert, params: dict[str, str], rule: str) -> int:
-    """Run one playbook in this process on a throwaway in-memory store; print the execution."""
+async def _run_here(
+    config: Config, playbook: str, alert: Alert, params: dict[str, str], rule: str, *, approve: bool
+) -> int:
+    """Run one playbook in this process on a throwaway in-memory store; print the execution.
+
+    An approval step stops the run there (exit 2, status waiting_approval) unless `approve`.
+    """
     from receiver.engine import Engine
+    from receiver.execution import Verdict
     from receiver.metrics import Metrics
     from receiver.store.sqlite import SQLiteStore
 
@@ -133,9 +159,13 @@ async def _run_here(config: Config, playbook: str, alert: Alert, params: dict[st
     engine = Engine(config=config, store=store, metrics=Metrics(), consumer="cli")
     try:
         meta = await engine.enqueue(alert=alert, rule=rule, playbook=playbook, params=params)
-        claimed = await store.claim("cli", 1.0)
-        assert claimed is not None and claimed.id == meta.id
-        status = await engine.execute(claimed)
+        while True:
+            claimed = await store.claim("cli", 1.0)
+            assert claimed is not None and claimed.id == meta.id
+            status = await engine.execute(claimed, "cli")
+            if status is not ExecutionStatus.WAITING_APPROVAL or not approve:
+                break
+            await engine.decide(meta.id, Verdict.APPROVED, by="receiver run --approve")
         done = await store.get(meta.id)
         assert done is not None
         print(json.dumps(done.detail(), indent=2))
@@ -172,6 +202,9 @@ def parser() -> argparse.ArgumentParser:
         "--param", action="append", default=[], metavar="NAME=VALUE", help="set or override a param"
     )
     run.add_argument("--dry-run", action="store_true", help="render the plan; run nothing")
+    run.add_argument(
+        "--approve", action="store_true", help="approve every approval step (else the run stops there)"
+    )
     run.set_defaults(func=cmd_run)
     return p
 

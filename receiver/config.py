@@ -14,8 +14,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from receiver.actions import action_params
+from receiver.auth import Authenticator, AuthSettings, TlsSettings
 from receiver.durations import parse_duration
 from receiver.errors import ConfigError, ConfigErrors
+from receiver.integrations import (
+    Integrations,
+    IntegrationSettings,
+    NotifierSettings,
+    OutcomeSettings,
+    SecretError,
+)
 from receiver.playbook import Playbook, load_playbook
 from receiver.rules import Rule, load_rules
 from receiver.store.base import StoreLimits
@@ -72,9 +80,34 @@ class Settings(BaseModel):
     rules: list[str] = Field(default_factory=lambda: ["rules/*.yml"])
     playbooks: list[str] = Field(default_factory=lambda: ["playbooks/*.yml"])
     workers: int = Field(default=4, ge=1, le=256)
+    # At most this many executions queued or running at once (all replicas); past it, 503.
+    max_queued: int = Field(default=10_000, ge=1)
+    # A running execution whose worker has been silent this long is taken over by another.
+    reclaim_after: float = 30.0
+    # On SIGTERM, how long running steps may take to finish before they are stopped and handed
+    # back; below Kubernetes' default terminationGracePeriodSeconds of 30s.
+    shutdown_grace: float = 25.0
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     history: HistorySettings = Field(default_factory=HistorySettings)
     dedup: DedupSettings = Field(default_factory=DedupSettings)
+    notifiers: dict[str, NotifierSettings] = Field(default_factory=dict)
+    integrations: IntegrationSettings = Field(default_factory=IntegrationSettings)
+    outcome: OutcomeSettings = Field(default_factory=OutcomeSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    tls: TlsSettings | None = None
+
+    @field_validator("shutdown_grace", mode="before")
+    @classmethod
+    def _grace(cls, v: Any) -> float:
+        return parse_duration(v)
+
+    @field_validator("reclaim_after", mode="before")
+    @classmethod
+    def _reclaim(cls, v: Any) -> float:
+        seconds = parse_duration(v)
+        if seconds < 2:
+            raise ValueError("must be at least 2s: workers heartbeat every second")
+        return seconds
 
     @field_validator("listen")
     @classmethod
@@ -89,12 +122,67 @@ class Settings(BaseModel):
         host, _, port = self.listen.rpartition(":")
         return host.strip("[]") or "0.0.0.0", int(port)
 
+    def for_actions(self) -> Integrations:
+        """What actions may call."""
+        return Integrations(
+            notifiers=dict(self.notifiers),
+            grafana=self.integrations.grafana,
+            alertmanager=self.integrations.alertmanager,
+            kubernetes=self.integrations.kubernetes,
+            outcome=self.outcome,
+        )
+
+    def with_files_from(self, base: Path) -> Settings:
+        """The same settings with relative secret and kubeconfig paths taken from `base`."""
+
+        def at(p: str | None) -> str | None:
+            if p is None or Path(p).is_absolute():
+                return p
+            return str(base / Path(p).expanduser())
+
+        update: dict[str, Any] = {
+            "notifiers": {
+                k: n.model_copy(update={"urls_file": at(n.urls_file)}) if n.urls_file else n
+                for k, n in self.notifiers.items()
+            }
+        }
+        found: dict[str, Any] = {}
+        for key in ("grafana", "alertmanager"):
+            ep = getattr(self.integrations, key)
+            if ep is not None and ep.token_file is not None:
+                found[key] = ep.model_copy(update={"token_file": at(ep.token_file)})
+        kube = self.integrations.kubernetes
+        if kube is not None and kube.kubeconfig is not None:
+            found["kubernetes"] = kube.model_copy(update={"kubeconfig": at(kube.kubeconfig)})
+        update["integrations"] = self.integrations.model_copy(update=found)
+        hook = self.auth.webhook
+        if hook is not None:
+            basic = (
+                hook.basic.model_copy(update={"password_file": at(hook.basic.password_file)})
+                if hook.basic
+                else None
+            )
+            hook = hook.model_copy(update={"bearer_token_file": at(hook.bearer_token_file), "basic": basic})
+        tokens = [t.model_copy(update={"token_file": at(t.token_file)}) for t in self.auth.api_tokens]
+        update["auth"] = self.auth.model_copy(update={"webhook": hook, "api_tokens": tokens})
+        if self.tls is not None:
+            update["tls"] = self.tls.model_copy(
+                update={
+                    "cert_file": at(self.tls.cert_file),
+                    "key_file": at(self.tls.key_file),
+                    "client_ca_file": at(self.tls.client_ca_file),
+                }
+            )
+        return self.model_copy(update=update)
+
     def limits(self) -> StoreLimits:
         """Retention and dedup limits for the store."""
         return StoreLimits(
             retention_s=self.history.retention,
             max_executions=self.history.max_executions,
             idempotency_ttl_s=self.dedup.idempotency_ttl,
+            reclaim_after_s=self.reclaim_after,
+            max_queued=self.max_queued,
         )
 
 
@@ -139,9 +227,10 @@ def load_config(
     if listen_override is not None and isinstance(data, dict):
         data = {**data, "listen": listen_override}
     try:
-        settings = Settings.model_validate(data)
+        settings = Settings.model_validate(data).with_files_from(base)
     except ValidationError as e:
         raise ConfigErrors(doc.errors_from(e)) from e
+    errors.extend(_check_integrations(settings, file))
 
     rules: list[Rule] = []
     for rpath in _expand(settings.rules, base, "rules", errors, file):
@@ -185,7 +274,79 @@ def load_config(
             errors.append(
                 ConfigError(f"rule {r.name!r} names unknown playbook {r.playbook!r}", where=r.source)
             )
+    for pb in playbooks.values():
+        errors.extend(_check_references(pb, settings))
+    for r in rules:
+        for name in r.rate_limit.notify if r.rate_limit else []:
+            if name not in settings.notifiers:
+                errors.append(ConfigError(f"rate_limit.notify: unknown notifier {name!r}", where=r.source))
     if errors:
         raise ConfigErrors(errors)
     store_url = store_override or settings.store or f"sqlite:///{base / 'receiver.db'}"
     return Config(settings=settings, rules=tuple(rules), playbooks=playbooks, path=path, store_url=store_url)
+
+
+# Actions that need an integration configured in the main config.
+_NEEDS = {"grafana.annotate": "grafana", "alertmanager.silence": "alertmanager"}  # under integrations
+
+
+def _check_integrations(settings: Settings, file: str) -> list[ConfigError]:
+    """Notifier URL files readable and every URL one Apprise supports; outcome references known.
+
+    URLs are never quoted in errors: they may hold tokens.
+    """
+    import apprise
+
+    errors: list[ConfigError] = []
+    for name, n in settings.notifiers.items():
+        try:
+            urls = n.all_urls()
+        except SecretError as e:
+            errors.append(ConfigError(f"notifiers.{name}: {e}", file=file))
+            continue
+        for i, url in enumerate(urls):
+            if not apprise.Apprise().add(url):
+                errors.append(
+                    ConfigError(f"notifiers.{name}: URL {i + 1} is not one Apprise supports", file=file)
+                )
+    errors.extend(ConfigError(f"auth: {p}", file=file) for p in Authenticator(settings.auth).check())
+    if settings.tls is not None:
+        for key in ("cert_file", "key_file", "client_ca_file"):
+            path = getattr(settings.tls, key)
+            if path is not None and not Path(path).is_file():
+                errors.append(ConfigError(f"tls.{key}: no file {path}", file=file))
+    for name in settings.outcome.notify:
+        if name not in settings.notifiers:
+            errors.append(ConfigError(f"outcome.notify: unknown notifier {name!r}", file=file))
+    if settings.outcome.annotate and settings.integrations.grafana is None:
+        errors.append(ConfigError("outcome.annotate needs integrations.grafana to be configured", file=file))
+    return errors
+
+
+def _check_references(pb: Playbook, settings: Settings) -> list[ConfigError]:
+    """Every notifier a playbook names, and every integration its actions need, is configured."""
+    errors: list[ConfigError] = []
+    uses: list[tuple[str, str, Any]] = []
+    for step in pb.steps:
+        uses.append((f"step {step.id!r}", step.action, step.with_))
+        if step.rollback is not None:
+            uses.append((f"step {step.id!r} rollback", step.rollback.action, step.rollback.with_))
+    for kind, hooks in pb.hooks.items():
+        uses.extend((f"{kind}[{i}]", h.action, h.with_) for i, h in enumerate(hooks))
+    for where, action, with_ in uses:
+        place = f"playbook {pb.name!r} {where}"
+        need = _NEEDS.get(action)
+        if need is not None and getattr(settings.integrations, need) is None:
+            errors.append(
+                ConfigError(
+                    f"{action} needs integrations.{need} to be configured", where=place, file=pb.source
+                )
+            )
+        key = {"notify": "to", "approval": "notify"}.get(action)
+        if key is not None and isinstance(with_, dict) and isinstance(with_.get(key), list):
+            for name in with_[key]:
+                if isinstance(name, str) and name not in settings.notifiers:  # templates decide at run time
+                    errors.append(
+                        ConfigError(f"with.{key}: unknown notifier {name!r}", where=place, file=pb.source)
+                    )
+    return errors

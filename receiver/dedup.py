@@ -7,12 +7,14 @@ decides all of it in one atomic call (see store/base.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from receiver.errors import TemplateError
 from receiver.execution import ExecutionMeta
 from receiver.models import Alert, WebhookPayload
+from receiver.playbook import Playbook
 from receiver.rules import RouteDecision, RouteFailure, Rule, route
 
 
@@ -22,6 +24,8 @@ class Outcome(StrEnum):
     ADMITTED = "admitted"
     DUPLICATE = "duplicate"  # this (fingerprint, startsAt, status) was already processed
     COOLDOWN = "cooldown"  # the rule's dedup key ran within its cooldown
+    RATE_LIMITED = "rate_limited"  # the rule hit its rate_limit now: its circuit breaker opens
+    CIRCUIT_OPEN = "circuit_open"  # the rule's circuit breaker is open
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,8 @@ class Candidate:
     meta: ExecutionMeta
     cooldown_key: str
     cooldown_s: float
+    rate_max: int = 0  # the rule's rate_limit.max; 0: the rule has no circuit breaker
+    rate_per_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -88,8 +94,13 @@ def plan_admission(
     *,
     now: float,
     new_id: Callable[[float], str],
+    playbooks: Mapping[str, Playbook] | None = None,
 ) -> AdmissionPlan:
-    """Route every alert of a payload and build what the store must admit, per alert."""
+    """Route every alert of a payload and build what the store must admit, per alert.
+
+    When `playbooks` is given, a playbook's `lock` is rendered here, with the alert and the
+    rule's params, so that the store can hold executions of the same target apart.
+    """
     b = _Builder()
     for alert in payload.alerts:
         key = seen_key(alert)
@@ -104,6 +115,14 @@ def plan_admission(
             if isinstance(d, RouteFailure):
                 b.problems.append(RouteProblem(alert=alert, rule=d.rule, error=d.error))
                 continue
+            playbook = (playbooks or {}).get(d.playbook)
+            lock = ""
+            if playbook is not None and playbook.lock is not None:
+                try:
+                    lock = render_lock(playbook, alert, d.params, d.rule)
+                except TemplateError as e:
+                    b.problems.append(RouteProblem(alert=alert, rule=d.rule, error=str(e)))
+                    continue
             meta = ExecutionMeta(
                 id=new_id(now),
                 rule=d.rule,
@@ -115,8 +134,29 @@ def plan_admission(
                 created_at=now,
                 receiver=payload.header.receiver,
                 group_key=payload.header.group_key,
+                lock=lock,
+                lock_policy=playbook.lock_policy if playbook is not None else "wait",
             )
-            candidates.append(Candidate(meta=meta, cooldown_key=cooldown_key(d), cooldown_s=d.cooldown_s))
+            rl = d.rate_limit
+            candidates.append(
+                Candidate(
+                    meta=meta,
+                    cooldown_key=cooldown_key(d),
+                    cooldown_s=d.cooldown_s,
+                    rate_max=rl.max if rl else 0,
+                    rate_per_s=rl.per if rl else 0.0,
+                )
+            )
         if candidates:
             b.plans.append(AlertPlan(alert=alert, seen_key=key, candidates=tuple(candidates)))
     return AdmissionPlan(alerts=tuple(b.plans), unrouted=tuple(b.unrouted), problems=tuple(b.problems))
+
+
+def render_lock(playbook: Playbook, alert: Alert, params: Mapping[str, str], rule: str) -> str:
+    """The name a playbook's `lock` gives this alert's target; TemplateError if it renders empty."""
+    assert playbook.lock is not None
+    context = {"alert": alert.context(), "params": dict(params), "rule": {"name": rule}}
+    name = playbook.lock.render(context).strip()
+    if not name:
+        raise TemplateError(playbook.lock.where, "rendered an empty lock name")
+    return name

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from receiver.approval import APPROVAL
 from receiver.errors import TemplateError
 from receiver.models import Alert
 from receiver.playbook import Playbook
@@ -37,6 +38,7 @@ def dry_run(playbook: Playbook, alert: Alert, params: dict[str, str], rule: str)
         "alert": alert.context(),
         "params": params,
         "rule": {"name": rule},
+        "playbook": {"name": playbook.name},
         "execution": {"id": "(dry run)", "url": ""},
         "steps": {},
     }
@@ -51,6 +53,9 @@ def dry_run(playbook: Playbook, alert: Alert, params: dict[str, str], rule: str)
             except TemplateError as e:
                 runs = None
                 note = f"`{step.when.source}` is decided at run time" if _unknowable(e) else f"error: {e}"
+        if step.action == APPROVAL:
+            wait = "waits for an operator to approve or reject"
+            note = f"{note}; {wait}" if note else wait
         try:
             rendered = render_tree(step.with_, context)
         except TemplateError as e:

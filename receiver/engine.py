@@ -7,28 +7,52 @@ them with a Runner (runner.py) and record how they ended.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from receiver.actions import ACTIONS, ActionContext
+from receiver.actions.notify import NotifyParams
 from receiver.config import Config
-from receiver.dedup import AdmissionPlan, AlertPlan, Candidate, Outcome, plan_admission
+from receiver.dedup import AdmissionPlan, AlertPlan, Candidate, Outcome, plan_admission, seen_key
 from receiver.errors import Conflict, NotFound, StoreUnavailable
-from receiver.execution import Execution, ExecutionMeta, new_execution_id
+from receiver.execution import Decision, Execution, ExecutionMeta, Verdict, new_execution_id
 from receiver.logs import get_logger
 from receiver.metrics import Metrics
 from receiver.models import Alert, WebhookPayload
+from receiver.persist import until_stored
+from receiver.rules import matching
 from receiver.runner import Runner
 from receiver.states import ExecutionStatus
 from receiver.store.base import Store
 
 # How long a worker waits on the queue before looking again (also bounds how long shutdown waits).
 CLAIM_WAIT_S = 1.0
+CANCELLABLE = frozenset({ExecutionStatus.QUEUED, ExecutionStatus.RUNNING, ExecutionStatus.WAITING_APPROVAL})
+# Ends that count as a failure of the rule's playbook for its circuit breaker.
+FAILED_ENDS = frozenset(
+    {
+        ExecutionStatus.FAILED,
+        ExecutionStatus.TIMED_OUT,
+        ExecutionStatus.ROLLED_BACK,
+        ExecutionStatus.ROLLBACK_FAILED,
+    }
+)
 # Outcomes after which the rollbacks of the steps that succeeded run.
 ROLLBACK_ON = frozenset({ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT})
 # Pause after the store failed, so an outage does not turn into a busy loop of errors.
 STORE_RETRY_S = 1.0
+# How often a worker tells the store it still runs an execution (and reads its status), so that
+# an operator's cancel made through any replica stops it within about this long.
+HEARTBEAT_S = 1.0
+# A running execution taken over more often than this (its workers keep dying) fails instead.
+MAX_TAKEOVERS = 5
+# After the grace period, how long a stop waits for handed-back runs to let go of their steps.
+ACTION_STOP_S = 10.0
+# How often each replica looks for approvals whose deadline passed.
+APPROVAL_SWEEP_S = 1.0
 
 
 @dataclass
@@ -70,6 +94,10 @@ class Engine:
         self.consumer = consumer
         self._clock = clock
         self._log = get_logger(consumer=consumer)
+        self.integrations = config.settings.for_actions()
+        self._active: dict[str, Runner] = {}  # executions this process runs now, by id
+        self._rules = {r.name: r for r in config.rules}
+        self._background: set[asyncio.Task[Any]] = set()  # escalations on their way
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -89,7 +117,10 @@ class Engine:
         for r in payload.rejected:
             m.alerts_rejected.inc()
             report.rejected.append({"index": r.index, "error": r.error})
-        plan = plan_admission(payload, self.config.rules, now=now, new_id=new_execution_id)
+        payload = await self._skip_seen(payload, report, now)
+        plan = plan_admission(
+            payload, self.config.rules, now=now, new_id=new_execution_id, playbooks=self.config.playbooks
+        )
         for a in plan.unrouted:
             m.alerts_suppressed.labels("no_rule").inc()
             report.unrouted.append({"fingerprint": a.fingerprint, "alertname": a.name})
@@ -117,6 +148,10 @@ class Engine:
                 m.alerts_admitted.labels(meta.rule).inc()
                 report.accepted.append({"execution_id": meta.id, "url": self.execution_url(meta.id), **row})
                 self._log.info("execution.queued", execution=meta.id, **row)
+            elif d.outcome is Outcome.RATE_LIMITED:
+                m.alerts_suppressed.labels(d.outcome.value).inc()
+                report.suppressed.append({**row, "reason": d.outcome.value})
+                self._breaker_opened(meta.rule, "rate", meta.alert)
             else:
                 m.alerts_suppressed.labels(d.outcome.value).inc()
                 report.suppressed.append({**row, "reason": d.outcome.value})
@@ -125,17 +160,125 @@ class Engine:
             self._log.info("execution.alert_resolved", execution=u.execution_id, cancelled=u.cancelled)
         return report
 
+    async def _skip_seen(self, payload: WebhookPayload, report: IngestReport, now: float) -> WebhookPayload:
+        """Answer the alerts already processed (re-sends, HA peers' copies) as duplicates after
+        one cheap lookup, without rendering their rules; the rest go on to admission."""
+        try:
+            known = await self.store.seen([seen_key(a) for a in payload.alerts], now)
+        except StoreUnavailable:
+            self.metrics.store_errors.labels("admit").inc()
+            raise
+        fresh = []
+        for a, was_seen in zip(payload.alerts, known, strict=True):
+            if not was_seen:
+                fresh.append(a)
+                continue
+            if a.status == "resolved":
+                continue
+            for rule in matching(a, self.config.rules):
+                self.metrics.alerts_suppressed.labels(Outcome.DUPLICATE.value).inc()
+                report.suppressed.append(
+                    {
+                        "rule": rule.name,
+                        "playbook": rule.playbook,
+                        "fingerprint": a.fingerprint,
+                        "alertname": a.name,
+                        "reason": Outcome.DUPLICATE.value,
+                    }
+                )
+        if len(fresh) == len(payload.alerts):
+            return payload
+        return payload.model_copy(update={"alerts": fresh})
+
+    # ---- circuit breakers ---------------------------------------------------------------
+
+    async def _count_for_breaker(self, rule_name: str, status: ExecutionStatus, alert: Alert) -> None:
+        """Count a failed end towards the rule's `rate_limit.failures`; a success resets it."""
+        rule = self._rules.get(rule_name)
+        if rule is None or rule.rate_limit is None or rule.rate_limit.failures is None:
+            return
+        if status not in FAILED_ENDS and status is not ExecutionStatus.SUCCEEDED:
+            return  # cancelled or rejected: people decided, not the playbook
+        rl = rule.rate_limit
+        assert rl.failures is not None
+        try:
+            opened = await self.store.note_outcome(
+                rule_name, failed=status in FAILED_ENDS, failures=rl.failures, per_s=rl.per, now=self._clock()
+            )
+        except StoreUnavailable:
+            return
+        if opened:
+            self._breaker_opened(rule_name, "failures", alert)
+
+    def _breaker_opened(self, rule_name: str, reason: str, alert: Alert) -> None:
+        """Log, count and escalate (in the background) a rule's breaker opening."""
+        rule = self._rules[rule_name]
+        assert rule.rate_limit is not None
+        rl = rule.rate_limit
+        self.metrics.breaker_opened.labels(rule_name, reason).inc()
+        why = (
+            f"it ran {rl.max} times within {rl.per:g}s"
+            if reason == "rate"
+            else f"it failed {rl.failures} times in a row"
+        )
+        self._log.warning("rule.circuit_open", rule=rule_name, reason=reason, detail=why)
+        notifiers = rl.notify or self.integrations.outcome.notify
+        if not notifiers:
+            return
+        url = f"{self.config.settings.external_url.rstrip('/')}/api/v1/rules/{rule_name}/reset"
+        body = (
+            f"Rule {rule_name} stopped remediating: {why}. Its alerts ({alert.name} and the rest) are"
+            f" left to people for {rl.per:g}s, or until an operator resets it: POST {url}"
+        )
+        params = NotifyParams(
+            to=notifiers, title=f"Remediation paused: rule {rule_name}", body=body, type="warning"
+        )
+        ctx = ActionContext(execution_id="", step_id="escalation", integrations=self.integrations)
+        task = asyncio.create_task(ACTIONS["notify"].run(params, ctx, timeout_s=30.0))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def reset_breaker(self, rule_name: str) -> bool:
+        """An operator closes a rule's circuit breaker; True if it was open."""
+        rule = self._rules.get(rule_name)
+        if rule is None:
+            raise NotFound("rule", rule_name)
+        if rule.rate_limit is None:
+            raise Conflict(f"rule {rule_name} has no rate_limit, so no circuit breaker")
+        was_open = await self.store.reset_breaker(rule_name)
+        self._log.info("rule.circuit_reset", rule=rule_name, was_open=was_open)
+        return was_open
+
     # ---- operators ----------------------------------------------------------------------
 
-    async def cancel(self, execution_id: str) -> Execution:
-        """Cancel a queued or running execution; a running one stops within CANCEL_POLL_S."""
+    async def decide(self, execution_id: str, verdict: Verdict, *, by: str, comment: str = "") -> Execution:
+        """Approve or reject an execution waiting for approval; a worker then resumes it."""
         current = await self.store.get(execution_id)
         if current is None:
             raise NotFound("execution", execution_id)
-        if current.status not in (ExecutionStatus.QUEUED, ExecutionStatus.RUNNING):
+        if current.status is not ExecutionStatus.WAITING_APPROVAL:
+            raise Conflict(f"execution {execution_id} is {current.status.value}, not waiting for approval")
+        now = self._clock()
+        decision = Decision(verdict=verdict, by=by, at=now, comment=comment)
+        if not await self.store.decide(execution_id, decision, now=now):
+            after = await self.store.status(execution_id)
+            state = after.value if after else "gone"
+            raise Conflict(f"execution {execution_id} became {state} before it could be {verdict.value}")
+        self.metrics.approvals.labels(verdict.value).inc()
+        self._log.info("approval.decided", execution=execution_id, verdict=verdict.value, by=by)
+        after_get = await self.store.get(execution_id)
+        assert after_get is not None
+        return after_get
+
+    async def cancel(self, execution_id: str) -> Execution:
+        """Cancel a queued, running or waiting execution; a running one stops within HEARTBEAT_S."""
+        current = await self.store.get(execution_id)
+        if current is None:
+            raise NotFound("execution", execution_id)
+        if current.status not in CANCELLABLE:
             raise Conflict(
                 f"execution {execution_id} is {current.status.value};"
-                " only queued or running ones can be cancelled"
+                " only queued, running or waiting_approval ones can be cancelled"
             )
         moved = await self.store.transition(
             execution_id, ExecutionStatus.CANCELLED, now=self._clock(), error="cancelled by an operator"
@@ -204,16 +347,57 @@ class Engine:
     # ---- workers ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the configured number of worker tasks."""
+        """Start the configured number of worker tasks and the approval sweeper."""
         for n in range(self.config.settings.workers):
             self._tasks.append(asyncio.create_task(self._worker(n), name=f"worker-{n}"))
+        self._tasks.append(asyncio.create_task(self._sweep_approvals(), name="approvals"))
 
-    async def stop(self) -> None:
-        """Cancel the workers and wait for them (a running script's process group is killed)."""
+    async def _sweep_approvals(self) -> None:
+        """Reject approvals nobody decided in time (any replica may; the store decides once), and
+        sample the queue's depth for the metric."""
+        while not self._stopping:
+            await asyncio.sleep(APPROVAL_SWEEP_S)
+            try:
+                await self.expire_approvals()
+                self.metrics.queue_depth.set(await self.store.backlog())
+            except StoreUnavailable as e:
+                self.metrics.store_errors.labels("approvals").inc()
+                self._log.warning("approvals.store_unavailable", error=str(e))
+
+    async def expire_approvals(self) -> list[str]:
+        """Decide every approval past its deadline as expired; the ids this call decided."""
+        now = self._clock()
+        decided = []
+        for ident in await self.store.expired_approvals(now):
+            expired = Decision(verdict=Verdict.EXPIRED, by="receiver", at=now)
+            if await self.store.decide(ident, expired, now=now):
+                decided.append(ident)
+                self.metrics.approvals.labels(Verdict.EXPIRED.value).inc()
+                self._log.info("approval.expired", execution=ident)
+        return decided
+
+    @property
+    def stopping(self) -> bool:
+        """Whether stop() has begun: webhooks are refused and no new work is claimed."""
+        return self._stopping
+
+    async def stop(self, grace_s: float = 0.0) -> None:
+        """Stop claiming work; let running steps finish for up to grace_s, handing each execution
+        back at a step boundary for another worker to go on with; then stop what still runs (its
+        process groups killed) and hand that back too."""
         self._stopping = True
-        for t in self._tasks:
+        for runner in list(self._active.values()):
+            runner.drain()
+        workers = [t for t in self._tasks if t.get_name().startswith("worker-")]
+        if workers and grace_s > 0:
+            await asyncio.wait(workers, timeout=grace_s)
+        for runner in list(self._active.values()):
+            runner.hand_back()
+        if workers:
+            await asyncio.wait(workers, timeout=ACTION_STOP_S)
+        for t in [*self._tasks, *self._background]:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._background, return_exceptions=True)
         self._tasks.clear()
 
     async def _worker(self, n: int) -> None:
@@ -223,7 +407,7 @@ class Engine:
             try:
                 execution = await self.store.claim(consumer, CLAIM_WAIT_S)
                 if execution is not None:
-                    await self.execute(execution)
+                    await self.execute(execution, consumer)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -239,8 +423,9 @@ class Engine:
 
     # ---- running one execution ------------------------------------------------------------
 
-    async def execute(self, execution: Execution) -> ExecutionStatus:
-        """Run a claimed (running) execution to a terminal state and record it."""
+    async def execute(self, execution: Execution, consumer: str) -> ExecutionStatus:
+        """Run a claimed execution until it ends or parks, and record how; `consumer` is the
+        worker that claimed it, whose claim a heartbeat keeps alive meanwhile."""
         meta = execution.meta
         log = self._log.bind(
             execution=meta.id,
@@ -248,38 +433,120 @@ class Engine:
             rule=meta.rule,
             playbook=meta.playbook,
         )
-        log.info("execution.started")
+        resumed = execution.status is ExecutionStatus.ROLLING_BACK or any(
+            t.event == "resumed" for t in execution.timeline[-1:]
+        )
+        log.info("execution.resumed" if resumed else "execution.started")
+        takeovers = sum(1 for t in execution.timeline if t.event == "resumed")
+        if takeovers > MAX_TAKEOVERS:
+            # A run that kills its worker every time would otherwise go round the replicas forever.
+            dead = f"taken over {takeovers} times: every worker running it stopped answering"
+            await self.store.transition(meta.id, ExecutionStatus.FAILED, now=self._clock(), error=dead)
+            log.error("execution.crash_loop", takeovers=takeovers)
+            return ExecutionStatus.FAILED
+        playbook = self.config.playbooks.get(meta.playbook)
+        if playbook is None:
+            missing = f"playbook {meta.playbook!r} is not loaded"
+            await self.store.transition(meta.id, ExecutionStatus.FAILED, now=self._clock(), error=missing)
+            log.info("execution.finished", outcome="failed", error=missing)
+            return ExecutionStatus.FAILED
+        runner = Runner(
+            execution=execution,
+            playbook=playbook,
+            store=self.store,
+            metrics=self.metrics,
+            url=self.execution_url(meta.id),
+            output_limit=self.config.settings.history.output_limit_bytes,
+            clock=self._clock,
+            log=log,
+            integrations=self.integrations,
+        )
         self.metrics.executions_running.inc()
-        status: ExecutionStatus
-        error: str | None
+        self._active[meta.id] = runner
+        if self._stopping:
+            runner.drain()
+        beat = asyncio.create_task(self._heartbeat(runner, consumer))
         try:
-            playbook = self.config.playbooks.get(meta.playbook)
-            if playbook is None:
-                status, error = ExecutionStatus.FAILED, f"playbook {meta.playbook!r} is not loaded"
-            else:
-                runner = Runner(
-                    meta=meta,
-                    playbook=playbook,
-                    store=self.store,
-                    metrics=self.metrics,
-                    url=self.execution_url(meta.id),
-                    output_limit=self.config.settings.history.output_limit_bytes,
-                    clock=self._clock,
-                    log=log,
-                )
-                status, error = await runner.run()
-                if status in ROLLBACK_ON and runner.to_roll_back():
-                    await self.store.transition(
-                        meta.id, ExecutionStatus.ROLLING_BACK, now=self._clock(), error=error
-                    )
-                    log.info("execution.rolling_back", error=error)
-                    status = await runner.rollback()
-                await runner.hooks(status, error)
-                if status in (ExecutionStatus.ROLLED_BACK, ExecutionStatus.ROLLBACK_FAILED):
-                    error = None  # the failure that caused the rollback stays recorded
-            await self.store.transition(meta.id, status, now=self._clock(), error=error)
+            status, error = await self._drive(runner, execution.status, log)
         finally:
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+            self._active.pop(meta.id, None)
             self.metrics.executions_running.dec()
+        if runner.handed_back:
+            # If the store is down, the execution is reclaimed after reclaim_after instead.
+            with contextlib.suppress(StoreUnavailable):
+                await self.store.release(meta.id, consumer, now=self._clock())
+            log.info("execution.handed_back")
+            return status
+        if runner.abandoned:
+            return status
+        if status is ExecutionStatus.WAITING_APPROVAL:
+            approval = runner.approval
+            assert approval is not None
+            await until_stored(
+                lambda: self.store.await_approval(meta.id, approval, now=self._clock()),
+                what="waiting_approval",
+                log=log,
+                give_up=lambda: self._stopping,
+            )
+            self.metrics.approvals.labels("requested").inc()
+            log.info("execution.waiting_approval", step=approval.step, url=runner.url)
+            return status
+        end, why = status, error
+        await until_stored(
+            lambda: self.store.transition(meta.id, end, now=self._clock(), error=why),
+            what=end.value,
+            log=log,
+            give_up=lambda: self._stopping,
+        )
+        await self._count_for_breaker(meta.rule, status, meta.alert)
         self.metrics.executions.labels(meta.playbook, status.value).inc()
         log.info("execution.finished", outcome=status.value, error=error)
         return status
+
+    async def _drive(
+        self, runner: Runner, status: ExecutionStatus, log: Any
+    ) -> tuple[ExecutionStatus, str | None]:
+        """The run, its rollbacks when it failed, and its hooks; the outcome to record."""
+        meta = runner.meta
+        error: str | None = None
+        if status is not ExecutionStatus.ROLLING_BACK:
+            status, error = await runner.run()
+            if runner.abandoned or runner.handed_back or status is ExecutionStatus.WAITING_APPROVAL:
+                return status, error
+            if status in ROLLBACK_ON and runner.to_roll_back():
+                why = error
+                await until_stored(
+                    lambda: self.store.transition(
+                        meta.id, ExecutionStatus.ROLLING_BACK, now=self._clock(), error=why
+                    ),
+                    what="rolling_back",
+                    log=log,
+                    give_up=lambda: self._stopping,
+                )
+                log.info("execution.rolling_back", error=error)
+                status = ExecutionStatus.ROLLING_BACK
+        if status is ExecutionStatus.ROLLING_BACK:
+            status = await runner.rollback()
+        await runner.hooks(status, error)
+        await runner.finish()
+        if status in (ExecutionStatus.ROLLED_BACK, ExecutionStatus.ROLLBACK_FAILED):
+            error = None  # the failure that caused the rollback stays recorded
+        return status, error
+
+    async def _heartbeat(self, runner: Runner, consumer: str) -> None:
+        """Keep the worker's claim alive; stop the runner on an operator's cancel or when another
+        worker has taken the execution over."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                lease = await self.store.heartbeat(runner.meta.id, consumer)
+            except StoreUnavailable:
+                continue
+            if lease.status is ExecutionStatus.CANCELLED:
+                runner.cancel()
+                return
+            if not lease.held:
+                runner.abandon()
+                return

@@ -103,6 +103,26 @@ class Conflict(ReceiverError):
         super().__init__(message)
 
 
+class Unauthorized(ReceiverError):
+    """No credentials, or wrong ones (401)."""
+
+
+class Forbidden(ReceiverError):
+    """Known credentials whose role does not allow the request (403)."""
+
+
+class Overloaded(ReceiverError):
+    """The work queue is full: nothing of the payload was recorded; the sender should retry (503)."""
+
+    def __init__(self, queued: int, limit: int) -> None:
+        self.queued = queued
+        self.limit = limit
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"the work queue is full ({self.queued} waiting or running, limit {self.limit}); retry later"
+
+
 class StoreUnavailable(ReceiverError):
     """The state store cannot be reached; the work was not recorded and should be retried."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +28,13 @@ def iso(t: float | None) -> str | None:
     if t is None:
         return None
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# Timeline events that start (or resume) an execution's run, and those that pause or end it.
+RUN_STARTS = frozenset({"running", "resumed"})
+RUN_PAUSES = frozenset(
+    {ExecutionStatus.WAITING_APPROVAL.value, *(s.value for s in ExecutionStatus if s.terminal)}
+)
 
 
 class TimelineEvent(BaseModel):
@@ -53,6 +61,7 @@ class RollbackRecord(BaseModel):
     stdout: str = ""
     stderr: str = ""
     error: str | None = None
+    outputs: dict[str, Any] = Field(default_factory=dict)
 
 
 class StepRecord(BaseModel):
@@ -71,7 +80,46 @@ class StepRecord(BaseModel):
     stderr: str = ""
     error: str | None = None
     timed_out: bool = False
+    outputs: dict[str, Any] = Field(default_factory=dict)
     rollback: RollbackRecord | None = None
+
+
+class Verdict(StrEnum):
+    """How an approval step was decided."""
+
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"  # nobody decided before the step's timeout: counts as a rejection
+
+
+class Decision(BaseModel):
+    """An operator's answer to an approval (or the clock's, when it expired)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    verdict: Verdict
+    by: str
+    at: float
+    comment: str = ""
+
+    def describe(self) -> str:
+        """One line for the step record and the timeline."""
+        if self.verdict is Verdict.EXPIRED:
+            return "expired: nobody decided before its timeout"
+        said = f": {self.comment}" if self.comment else ""
+        return f"{self.verdict.value} by {self.by}{said}"
+
+
+class Approval(BaseModel):
+    """The approval an execution waits for (or last waited for), and its decision once made."""
+
+    model_config = ConfigDict(frozen=True)
+
+    step: str
+    message: str = ""
+    requested_at: float
+    deadline: float
+    decision: Decision | None = None
 
 
 class ExecutionMeta(BaseModel):
@@ -90,6 +138,8 @@ class ExecutionMeta(BaseModel):
     receiver: str = ""
     group_key: str = ""
     retry_of: str | None = None  # the execution an operator retried to create this one
+    lock: str = ""  # the playbook's rendered lock name; empty when it has none
+    lock_policy: str = "wait"
 
 
 class Execution(BaseModel):
@@ -105,11 +155,30 @@ class Execution(BaseModel):
     error: str | None = None
     steps: list[StepRecord] = Field(default_factory=list)
     timeline: list[TimelineEvent] = Field(default_factory=list)
+    approval: Approval | None = None
 
     @property
     def id(self) -> str:
         """The execution id."""
         return self.meta.id
+
+    def run_time(self, now: float) -> float:
+        """Seconds this execution has spent running so far, across every resume.
+
+        Time spent waiting for an approval does not count against the playbook's timeout; time a
+        crashed worker held it does, as the playbook's clock kept going.
+        """
+        total = 0.0
+        since: float | None = None
+        for e in self.timeline:
+            if e.event in RUN_STARTS and since is None:
+                since = e.at
+            elif e.event in RUN_PAUSES and since is not None:
+                total += e.at - since
+                since = None
+        if since is not None:
+            total += now - since
+        return max(0.0, total)
 
     def recovered_after_s(self) -> float | None:
         """Seconds from the remediation's start to the alert resolving, if it resolved after."""
@@ -151,6 +220,7 @@ class Execution(BaseModel):
         out["receiver"] = self.meta.receiver
         out["group_key"] = self.meta.group_key
         out["retry_of"] = self.meta.retry_of
+        out["approval"] = _approval_json(self.approval)
         out["steps"] = [
             {
                 **s.model_dump(mode="json", exclude={"started_at", "finished_at", "rollback"}),
@@ -177,4 +247,19 @@ def _rollback_json(r: RollbackRecord | None) -> dict[str, Any] | None:
         **r.model_dump(mode="json", exclude={"started_at", "finished_at"}),
         "started_at": iso(r.started_at),
         "finished_at": iso(r.finished_at),
+    }
+
+
+def _approval_json(a: Approval | None) -> dict[str, Any] | None:
+    if a is None:
+        return None
+    d = a.decision
+    return {
+        "step": a.step,
+        "message": a.message,
+        "requested_at": iso(a.requested_at),
+        "deadline": iso(a.deadline),
+        "decision": None
+        if d is None
+        else {"verdict": d.verdict.value, "by": d.by, "at": iso(d.at), "comment": d.comment},
     }

@@ -12,6 +12,8 @@ from aiohttp import web
 from receiver.durations import parse_duration
 from receiver.engine import Engine
 from receiver.errors import NotFound, PayloadError, RequestError, StoreUnavailable
+from receiver.execution import Verdict, iso
+from receiver.middleware import IDENTITY
 from receiver.models import parse_payload
 from receiver.states import ExecutionStatus
 from receiver.store.base import HistoryQuery
@@ -25,6 +27,8 @@ READY_TIMEOUT_S = 2.0
 
 async def webhook(request: web.Request) -> web.Response:
     """POST /webhook: admit an Alertmanager notification."""
+    if request.app[ENGINE].stopping:  # Alertmanager retries a 503, on another replica too
+        raise web.HTTPServiceUnavailable(reason="the receiver is shutting down; retry later")
     raw = await request.read()
     try:
         body = json.loads(raw)
@@ -42,6 +46,8 @@ async def healthy(request: web.Request) -> web.Response:
 async def ready(request: web.Request) -> web.Response:
     """GET /-/ready: ready only when the store answers."""
     engine = request.app[ENGINE]
+    if engine.stopping:
+        return web.json_response({"status": "not ready", "error": "shutting down"}, status=503)
     try:
         await asyncio.wait_for(engine.store.ping(), READY_TIMEOUT_S)
     except (StoreUnavailable, TimeoutError) as e:
@@ -143,6 +149,49 @@ async def cancel_execution(request: web.Request) -> web.Response:
     return web.json_response(execution.detail(engine.config.settings.external_url.rstrip("/")))
 
 
+# Longest comment and approver name an approval decision keeps.
+MAX_COMMENT = 1000
+MAX_BY = 100
+
+
+async def _decision_body(request: web.Request) -> tuple[str, str]:
+    """`by` and `comment` from an optional JSON body {"by": ..., "comment": ...}."""
+    raw = await request.read()
+    if not raw.strip():
+        return "operator", ""
+    try:
+        body = json.loads(raw)
+    except ValueError as e:
+        raise RequestError("body", f"not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise RequestError("body", 'expected an object like {"by": "alice", "comment": "..."}')
+    by, comment = body.get("by", "operator"), body.get("comment", "")
+    if not isinstance(by, str) or not 0 < len(by.strip()) <= MAX_BY:
+        raise RequestError("by", f"expected a name of 1 to {MAX_BY} characters")
+    if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
+        raise RequestError("comment", f"expected text of at most {MAX_COMMENT} characters")
+    return by.strip(), comment
+
+
+async def approve_execution(request: web.Request) -> web.Response:
+    """POST /api/v1/executions/{id}/approve: let an execution waiting for approval go on."""
+    return await _decide(request, Verdict.APPROVED)
+
+
+async def reject_execution(request: web.Request) -> web.Response:
+    """POST /api/v1/executions/{id}/reject: end an execution waiting for approval as rejected."""
+    return await _decide(request, Verdict.REJECTED)
+
+
+async def _decide(request: web.Request, verdict: Verdict) -> web.Response:
+    engine = request.app[ENGINE]
+    by, comment = await _decision_body(request)
+    if IDENTITY in request:  # an API token's owner decides, whatever the body says
+        by = request[IDENTITY]
+    execution = await engine.decide(request.match_info["id"], verdict, by=by, comment=comment)
+    return web.json_response(execution.detail(engine.config.settings.external_url.rstrip("/")))
+
+
 async def retry_execution(request: web.Request) -> web.Response:
     """POST /api/v1/executions/{id}/retry: run an ended execution's playbook again for its alert."""
     engine = request.app[ENGINE]
@@ -153,9 +202,20 @@ async def retry_execution(request: web.Request) -> web.Response:
     )
 
 
+async def reset_rule(request: web.Request) -> web.Response:
+    """POST /api/v1/rules/{name}/reset: close a rule's circuit breaker."""
+    engine = request.app[ENGINE]
+    name = request.match_info["name"]
+    was_open = await engine.reset_breaker(name)
+    return web.json_response({"rule": name, "was_open": was_open})
+
+
 async def list_rules(request: web.Request) -> web.Response:
-    """GET /api/v1/rules: the loaded rules, in the order they are tried."""
-    rules = request.app[ENGINE].config.rules
+    """GET /api/v1/rules: the loaded rules, in the order they are tried, with open breakers."""
+    engine = request.app[ENGINE]
+    rules = engine.config.rules
+    guarded = [r.name for r in rules if r.rate_limit is not None]
+    open_until = await engine.store.breakers(guarded, time.time())
     return web.json_response(
         {
             "rules": [
@@ -166,6 +226,8 @@ async def list_rules(request: web.Request) -> web.Response:
                     "continue": r.continue_,
                     "on_resolved": r.on_resolved,
                     "cooldown_s": r.cooldown_s,
+                    "rate_limit": r.rate_limit.model_dump(exclude={"notify"}) if r.rate_limit else None,
+                    "circuit_open_until": iso(open_until.get(r.name)),
                     "source": r.source,
                 }
                 for r in rules

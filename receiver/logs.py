@@ -8,6 +8,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from receiver.redact import log_processor
+
 
 def configure(*, json: bool | None = None, level: str = "info", stream: TextIO | None = None) -> None:
     """Configure structlog for the process, writing to `stream` (stdout by default).
@@ -23,6 +25,7 @@ def configure(*, json: bool | None = None, level: str = "info", stream: TextIO |
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            log_processor,  # last before rendering: secrets never reach the output
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),

@@ -57,6 +57,29 @@ class Metrics:
             registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
+        self.approvals = Counter(
+            "receiver_approvals_total",
+            "Approval steps requested and decided: requested, approved, rejected, expired.",
+            ["event"],
+            registry=r,
+        )
+        self.outcome_deliveries = Counter(
+            "receiver_outcome_deliveries_total",
+            "Outcome reports (config outcome:) by kind (notify, annotate) and result (sent, failed).",
+            ["kind", "result"],
+            registry=r,
+        )
+        self.breaker_opened = Counter(
+            "receiver_circuit_breaker_opened_total",
+            "Times a rule's circuit breaker opened, by rule and reason (rate, failures).",
+            ["rule", "reason"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "receiver_queue_depth",
+            "Executions queued or running across every replica (sampled from the store).",
+            registry=r,
+        )
         self.store_errors = Counter(
             "receiver_store_errors_total",
             "Store calls that failed because the store was unreachable.",

@@ -8,9 +8,20 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from receiver.errors import Conflict, NotFound, PayloadError, RequestError, StoreUnavailable
+from receiver.auth import Authenticator, Identity, Role
+from receiver.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    Overloaded,
+    PayloadError,
+    RequestError,
+    StoreUnavailable,
+    Unauthorized,
+)
 from receiver.logs import get_logger
 from receiver.metrics import Metrics
+from receiver.redact import redact_any
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -18,7 +29,7 @@ _log = get_logger()
 
 
 def _error(status: int, message: str, **extra: object) -> web.Response:
-    return web.json_response({"error": message, **extra}, status=status)
+    return web.json_response(redact_any({"error": message, **extra}), status=status)
 
 
 def error_middleware(metrics: Metrics) -> Middleware:
@@ -38,6 +49,15 @@ def error_middleware(metrics: Metrics) -> Middleware:
             response = _error(404, str(e))
         except Conflict as e:
             response = _error(409, str(e))
+        except Unauthorized as e:
+            response = _error(401, str(e))
+            response.headers["WWW-Authenticate"] = 'Bearer realm="receiver"'
+        except Forbidden as e:
+            response = _error(403, str(e))
+        except Overloaded as e:
+            _log.warning("webhook.overloaded", queued=e.queued, limit=e.limit)
+            response = _error(503, str(e))
+            response.headers["Retry-After"] = "30"
         except StoreUnavailable as e:
             _log.warning("request.store_unavailable", path=request.path, error=str(e))
             response = _error(503, "the state store is unavailable; retry later", cause=str(e))
@@ -54,5 +74,49 @@ def error_middleware(metrics: Metrics) -> Middleware:
         if request.path == "/webhook":
             metrics.webhook_duration.labels(str(response.status)).observe(time.perf_counter() - start)
         return response
+
+    return middleware
+
+
+# The API token owner's name on an authenticated request, for handlers that record who acted.
+IDENTITY = web.RequestKey("identity", str)
+# Paths anyone may call: probes and metrics (as Prometheus and the kubelet call them).
+OPEN_PATHS = frozenset({"/-/healthy", "/-/ready", "/metrics"})
+
+
+def required_role(method: str, path: str) -> Role | None:
+    """The API role a request needs; None for the open paths and the webhook."""
+    if path in OPEN_PATHS or path == "/webhook" or not path.startswith(("/api/", "/-/")):
+        return None
+    if path == "/-/reload":
+        return Role.ADMIN
+    return Role.VIEWER if method in ("GET", "HEAD") else Role.OPERATOR
+
+
+def auth_middleware(auth: Authenticator) -> Middleware:
+    """Check the webhook's credentials and the API token's role before the handler runs; the
+    caller's name is request[IDENTITY] for handlers that record who did something."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        header = request.headers.get("Authorization")
+        if request.path == "/webhook":
+            if not auth.webhook_ok(header):
+                _log.warning("auth.webhook_refused", remote=request.remote)
+                raise Unauthorized("the webhook needs the credentials configured under auth.webhook")
+            return await handler(request)
+        need = required_role(request.method, request.path)
+        if need is None or not auth.api_required:
+            return await handler(request)
+        who: Identity | None = auth.api_identity(header)
+        if who is None:
+            raise Unauthorized("an API token is needed: Authorization: Bearer <token>")
+        if who.role < need:
+            raise Forbidden(
+                f"{request.method} {request.path} needs role {need.name.lower()};"
+                f" {who.name} has {who.role.name.lower()}"
+            )
+        request[IDENTITY] = who.name
+        return await handler(request)
 
     return middleware

@@ -27,6 +27,20 @@ def label_fingerprint(labels: dict[str, str]) -> str:
     return h.hexdigest()[:16]
 
 
+# Bounds on what one alert may carry: labels and annotations are text anyone who can fire an
+# alert controls. Past them an alert is rejected (labels) or its annotation cut (annotations).
+MAX_LABELS = 128
+MAX_LABEL_VALUE = 4096
+MAX_ANNOTATIONS = 64
+MAX_ANNOTATION_VALUE = 16384
+MAX_NAME = 256
+
+
+def _clean(text: str) -> str:
+    """NUL bytes cannot go into argv or the environment: replaced by U+FFFD."""
+    return text.replace("\x00", "\ufffd")
+
+
 class Alert(BaseModel):
     """One alert of a notification; `ends_at` is None while it has no end (0001-01-01)."""
 
@@ -39,6 +53,37 @@ class Alert(BaseModel):
     ends_at: datetime | None = Field(default=None, alias="endsAt")
     generator_url: str = Field(default="", alias="generatorURL")
     fingerprint: str = ""
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(v) > MAX_LABELS:
+            raise ValueError(f"{len(v)} labels; at most {MAX_LABELS}")
+        for name, value in v.items():
+            if len(name) > MAX_NAME:
+                raise ValueError(f"a label name is {len(name)} characters long; at most {MAX_NAME}")
+            if len(value) > MAX_LABEL_VALUE:
+                raise ValueError(
+                    f"label {name[:64]!r} is {len(value)} characters long; at most {MAX_LABEL_VALUE}"
+                )
+        if any("\x00" in k or "\x00" in val for k, val in v.items()):
+            return {_clean(k): _clean(val) for k, val in v.items()}
+        return v
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(v) > MAX_ANNOTATIONS:
+            raise ValueError(f"{len(v)} annotations; at most {MAX_ANNOTATIONS}")
+        out = {}
+        for name, value in v.items():
+            if len(name) > MAX_NAME:
+                raise ValueError(f"an annotation name is {len(name)} characters long; at most {MAX_NAME}")
+            if len(value) > MAX_ANNOTATION_VALUE:
+                cut = len(value) - MAX_ANNOTATION_VALUE
+                value = value[:MAX_ANNOTATION_VALUE] + f" [... {cut} characters cut]"
+            out[_clean(name)] = _clean(value)
+        return out
 
     @field_validator("ends_at")
     @classmethod

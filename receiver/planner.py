@@ -84,8 +84,9 @@ def next_steps(plan: Plan, status: Mapping[str, StepStatus]) -> Next:
     """Decide from the steps' statuses which start now and which will never run.
 
     Once any step has failed (and is not continue_on_error), no new step starts: the pending ones
-    are cancelled while running ones finish. Otherwise a pending step starts when all its needs
-    are done: succeeded, skipped, or failed with continue_on_error.
+    and any waiting for approval are cancelled while running ones finish. Otherwise a pending step
+    starts when all its needs are done: succeeded, skipped, or failed with continue_on_error. A
+    step waiting for approval is neither running nor done: the plan is not finished while it waits.
     """
 
     def state(step: str) -> StepStatus:
@@ -99,8 +100,10 @@ def next_steps(plan: Plan, status: Mapping[str, StepStatus]) -> Next:
 
     pending = [s for s in plan.order if state(s) is StepStatus.PENDING]
     running = any(state(s) is StepStatus.RUNNING for s in plan.order)
+    awaiting = [s for s in plan.order if state(s) is StepStatus.WAITING_APPROVAL]
     if any(state(s) is StepStatus.FAILED and s not in plan.tolerant for s in plan.order):
-        return Next(ready=(), cancel=tuple(pending), finished=not running)
+        stop = [s for s in plan.order if s in pending or s in awaiting]
+        return Next(ready=(), cancel=tuple(stop), finished=not running)
     ready: list[str] = []
     cancel: list[str] = []
     for s in pending:
@@ -110,4 +113,5 @@ def next_steps(plan: Plan, status: Mapping[str, StepStatus]) -> Next:
         elif all(done(n) for n in needs):
             ready.append(s)
     waiting = len(pending) - len(ready) - len(cancel)
-    return Next(ready=tuple(ready), cancel=tuple(cancel), finished=not running and not ready and not waiting)
+    finished = not running and not ready and not waiting and not awaiting
+    return Next(ready=tuple(ready), cancel=tuple(cancel), finished=finished)

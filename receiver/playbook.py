@@ -10,14 +10,22 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from receiver.approval import APPROVAL
 from receiver.durations import parse_duration
 from receiver.errors import ConfigError, ConfigErrors, TemplateError
 from receiver.planner import Plan, PlanError, build_plan
-from receiver.templates import Expression, TemplateTree, compile_expression, compile_tree
+from receiver.templates import (
+    Expression,
+    Template,
+    TemplateTree,
+    compile_expression,
+    compile_template,
+    compile_tree,
+)
 from receiver.yamlsource import Document
 
 T = TypeVar("T")
@@ -91,6 +99,7 @@ class StepSpec(BaseModel):
     continue_on_error: bool = False
     rollback: ActionSpec | None = None
     timeout: float | None = None
+    idempotent: bool = False
 
     @field_validator("timeout", mode="before")
     @classmethod
@@ -107,6 +116,8 @@ class PlaybookSpec(BaseModel):
     description: str = ""
     timeout: float = DEFAULT_PLAYBOOK_TIMEOUT_S
     max_parallel: int = Field(default=DEFAULT_MAX_PARALLEL, ge=1, le=64)
+    lock: str | None = None
+    lock_policy: Literal["wait", "skip"] = "wait"
     steps: list[dict[str, Any]] = Field(min_length=1)
     on_success: list[dict[str, Any]] = Field(default_factory=list)
     on_failure: list[dict[str, Any]] = Field(default_factory=list)
@@ -140,6 +151,7 @@ class Step:
     retry: RetrySpec = NO_RETRY
     continue_on_error: bool = False
     rollback: Compensation | None = None
+    idempotent: bool = False  # safe to run again when a crash interrupted it
 
 
 @dataclass(frozen=True)
@@ -154,6 +166,8 @@ class Playbook:
     max_parallel: int
     source: str
     hooks: dict[str, tuple[Compensation, ...]] = field(default_factory=dict)  # on_success, ...
+    lock: Template | None = None  # names the target: one execution per rendered name at a time
+    lock_policy: str = "wait"  # another execution holds the lock: "wait" in order, or "skip"
 
 
 def _compile_action(
@@ -187,6 +201,16 @@ def _compile_action(
         raise ConfigError(str(e), file=doc.file, line=doc.line_of((*base, "with")), where=where) from e
 
 
+def _not_approval(action: str, doc: Document, base: tuple[str | int, ...], where: str) -> None:
+    if action == APPROVAL:
+        raise ConfigError(
+            "approval can only be a step, not a rollback or a hook",
+            file=doc.file,
+            line=doc.line_of((*base, "action")),
+            where=where,
+        )
+
+
 def _located(doc: Document, base: tuple[str | int, ...], where: str, load: Callable[[], T]) -> T:
     """Run `load`, turning any validation or config error it raises into located ConfigErrors."""
     try:
@@ -201,6 +225,7 @@ def _load_hook(
     raw: Any, doc: Document, base: tuple[str | int, ...], where: str, actions: Mapping[str, type[BaseModel]]
 ) -> Compensation:
     h = ActionSpec.model_validate(raw)
+    _not_approval(h.action, doc, base, where)
     tree = _compile_action(h.action, h.with_, doc, base, where, actions)
     return Compensation(action=h.action, with_=tree, timeout_s=h.timeout)
 
@@ -219,6 +244,7 @@ def _load_step(
     if spec.rollback is not None:
         rb = spec.rollback
         rwhere = f"{swhere} rollback"
+        _not_approval(rb.action, doc, (*base, "rollback"), rwhere)
         rtree = _compile_action(rb.action, rb.with_, doc, (*base, "rollback"), rwhere, actions)
         rollback = Compensation(action=rb.action, with_=rtree, timeout_s=rb.timeout)
     when = None
@@ -237,6 +263,7 @@ def _load_step(
         retry=spec.retry,
         continue_on_error=spec.continue_on_error,
         rollback=rollback,
+        idempotent=spec.idempotent,
     )
 
 
@@ -285,6 +312,12 @@ def load_playbook(
             except ConfigErrors as e:
                 errors.extend(e.errors)
         hooks[kind] = tuple(loaded)
+    lock = None
+    if spec.lock is not None:
+        try:
+            lock = compile_template(spec.lock, f"{where} lock")
+        except TemplateError as e:
+            errors.append(ConfigError(str(e), file=doc.file, line=doc.line_of(("lock",)), where=where))
     if errors:
         return None, errors
     try:
@@ -305,6 +338,8 @@ def load_playbook(
             max_parallel=spec.max_parallel,
             hooks=hooks,
             source=f"{doc.file}:{doc.line_of(()) or 1}",
+            lock=lock,
+            lock_policy=spec.lock_policy,
         ),
         [],
     )

@@ -34,6 +34,25 @@ class DedupSpec(BaseModel):
         return parse_duration(v)
 
 
+class RateLimitSpec(BaseModel):
+    """`rate_limit:` of a rule: a circuit breaker. When the rule's playbook was admitted `max`
+    times within `per`, or failed `failures` times in a row, the rule stops remediating (its
+    alerts are left to people, and `notify` is told) until `per` has passed or an operator
+    resets it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max: int = Field(ge=1)
+    per: float
+    failures: int | None = Field(default=None, ge=1)
+    notify: list[str] = Field(default_factory=list)
+
+    @field_validator("per", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> float:
+        return parse_duration(v)
+
+
 class RuleSpec(BaseModel):
     """One rule as written in YAML."""
 
@@ -46,6 +65,7 @@ class RuleSpec(BaseModel):
     dedup: DedupSpec = Field(default_factory=DedupSpec)
     on_resolved: OnResolved = "ignore"
     continue_: bool = Field(default=False, alias="continue")
+    rate_limit: RateLimitSpec | None = None
 
     @field_validator("params", mode="before")
     @classmethod
@@ -76,6 +96,7 @@ class Rule:
     on_resolved: OnResolved
     continue_: bool
     source: str
+    rate_limit: RateLimitSpec | None = None
 
     def matches(self, labels: dict[str, str]) -> bool:
         """Whether every matcher of the rule holds for the labels."""
@@ -92,6 +113,7 @@ class RouteDecision:
     dedup_key: str
     cooldown_s: float
     on_resolved: OnResolved
+    rate_limit: RateLimitSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -102,12 +124,21 @@ class RouteFailure:
     error: str
 
 
+def matching(alert: Alert, rules: tuple[Rule, ...]) -> list[Rule]:
+    """The rules that apply to an alert, in order, honouring `continue`; nothing rendered."""
+    out: list[Rule] = []
+    for rule in rules:
+        if rule.matches(alert.labels):
+            out.append(rule)
+            if not rule.continue_:
+                break
+    return out
+
+
 def route(alert: Alert, rules: tuple[Rule, ...]) -> list[RouteDecision | RouteFailure]:
     """Decide which rules apply to a firing alert, in order, honouring `continue`."""
     out: list[RouteDecision | RouteFailure] = []
-    for rule in rules:
-        if not rule.matches(alert.labels):
-            continue
+    for rule in matching(alert, rules):
         ctx: dict[str, Any] = {"alert": alert.context(), "rule": {"name": rule.name}}
         try:
             params = {k: t.render(ctx) for k, t in rule.params}
@@ -123,10 +154,9 @@ def route(alert: Alert, rules: tuple[Rule, ...]) -> list[RouteDecision | RouteFa
                     dedup_key=key,
                     cooldown_s=rule.cooldown_s,
                     on_resolved=rule.on_resolved,
+                    rate_limit=rule.rate_limit,
                 )
             )
-        if not rule.continue_:
-            break
     return out
 
 
@@ -152,6 +182,7 @@ def _compile_rule(spec: RuleSpec, doc: Document, base: tuple[str | int, ...]) ->
         params=params,
         dedup_key=key,
         cooldown_s=spec.dedup.cooldown,
+        rate_limit=spec.rate_limit,
         on_resolved=spec.on_resolved,
         continue_=spec.continue_,
         source=f"{doc.file}:{doc.line_of(base) or 0}",

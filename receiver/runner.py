@@ -1,6 +1,11 @@
 """One execution's run: steps started as the planner makes them ready, with conditions, retries
 and timeouts, then rollbacks when it failed; every change checkpointed in the store. The engine
-creates one Runner per run.
+creates one Runner each time a worker takes an execution.
+
+A Runner starts from the execution's stored step records, so the same code runs a new
+execution, resumes one after its approval was decided, and takes over one whose worker died:
+finished steps keep their outcome and are never run again; a step the dead worker was running
+runs again only if it is marked `idempotent`, and otherwise fails as interrupted.
 """
 
 from __future__ import annotations
@@ -13,20 +18,33 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from receiver import outcome
 from receiver.actions import ACTIONS, ActionContext, ActionResult
+from receiver.actions.notify import NotifyParams
+from receiver.approval import APPROVAL, ApprovalParams
 from receiver.environment import alert_environment
 from receiver.errors import StoreUnavailable, TemplateError
-from receiver.execution import ExecutionMeta, RollbackRecord, StepRecord, TimelineEvent
+from receiver.execution import (
+    Approval,
+    Execution,
+    RollbackRecord,
+    StepRecord,
+    TimelineEvent,
+    Verdict,
+)
+from receiver.integrations import Integrations
 from receiver.metrics import Metrics
+from receiver.persist import until_stored
 from receiver.planner import next_steps
 from receiver.playbook import Playbook, Step
+from receiver.redact import redact
 from receiver.states import ExecutionStatus, StepStatus
 from receiver.store.base import Store
 from receiver.templates import TemplateTree, render_tree
 
-# How often a running execution's status is read, so that an operator's cancel (made through any
-# replica) stops it within about this long.
-CANCEL_POLL_S = 1.0
+INTERRUPTED = "interrupted: the worker running it stopped"
+# Step outcomes that templates may read as steps.<id>.
+FINISHED = frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED})
 # Slack on top of a step's timeout before the runner itself abandons an action that ignores it.
 ACTION_GRACE_S = 5.0
 
@@ -47,6 +65,7 @@ def step_context(rec: StepRecord) -> dict[str, Any]:
         "json": parsed,
         "attempts": rec.attempts,
         "error": rec.error,
+        "outputs": rec.outputs,
     }
 
 
@@ -56,7 +75,7 @@ class Runner:
     def __init__(
         self,
         *,
-        meta: ExecutionMeta,
+        execution: Execution,
         playbook: Playbook,
         store: Store,
         metrics: Metrics,
@@ -64,9 +83,13 @@ class Runner:
         output_limit: int,
         clock: Callable[[], float],
         log: Any,
+        integrations: Integrations | None = None,
     ) -> None:
+        meta = execution.meta
+        self.execution = execution
         self.meta = meta
         self.playbook = playbook
+        self.integrations = integrations or Integrations()
         self.store = store
         self.metrics = metrics
         self.url = url
@@ -74,24 +97,66 @@ class Runner:
         self.clock = clock
         self.log = log
         self.steps = {s.id: s for s in playbook.steps}
-        self.records = {s.id: StepRecord(id=s.id, action=s.action) for s in playbook.steps}
+        stored = {r.id: r for r in execution.steps}
+        self.records = {s.id: stored.get(s.id, StepRecord(id=s.id, action=s.action)) for s in playbook.steps}
         self.context: dict[str, Any] = {
             "alert": meta.alert.context(),
             "params": dict(meta.params),
             "rule": {"name": meta.rule},
-            "execution": {"id": meta.id, "url": url},
-            "steps": {},
+            "playbook": {"name": playbook.name},
+            "execution": {"id": meta.id, "url": url, "started_at": execution.started_at},
+            "steps": {k: step_context(r) for k, r in self.records.items() if r.status in FINISHED},
         }
         self._lock = asyncio.Lock()
+        self._running: dict[asyncio.Task[ActionResult], str] = {}
         self.cancelled = False  # an operator cancelled the execution while it ran
+        self.abandoned = False  # another worker took it over: write nothing more
+        self.draining = False  # the process is stopping: start nothing new
+        self.handed_back = False  # the run stopped early for another worker to resume
+        self.approval: Approval | None = None  # set when the run stops to wait for one
+        self._rejected: set[str] = set()  # approval steps that failed by a decision
+
+    def cancel(self) -> None:
+        """An operator cancelled the execution: start nothing more and stop the running steps."""
+        self.cancelled = True
+        self.log.info("execution.cancel_seen", running=sorted(self._running.values()))
+        for task in self._running:
+            task.cancel()  # the script action kills its process group
+
+    def drain(self) -> None:
+        """This process is stopping: start no new step; once the running ones finish, the run
+        ends handed back (unless it had nothing left to do)."""
+        self.draining = True
+
+    def hand_back(self) -> None:
+        """The stop's grace period is over: stop the running steps without recording them, so
+        that the worker taking over treats them as interrupted."""
+        self.handed_back = True
+        self.abandon()
+
+    def abandon(self) -> None:
+        """Another worker owns the execution now: stop the steps and record nothing more."""
+        self.abandoned = True
+        self.log.warning("execution.abandoned", running=sorted(self._running.values()))
+        for task in self._running:
+            task.cancel()
 
     async def checkpoint(self, event: TimelineEvent) -> None:
         """Write every step record with a timeline event."""
         # Steps finish concurrently: take the snapshot inside the lock so an older one can never
         # be written after a newer one.
         async with self._lock:
-            await self.store.save_steps(
-                self.meta.id, [self.records[s.id] for s in self.playbook.steps], event
+            if self.abandoned:
+                return
+            steps = [self.records[s.id] for s in self.playbook.steps]
+            if event.detail:
+                event = event.model_copy(update={"detail": redact(event.detail)})
+            # Through a store outage the steps keep running; the record is written once it is back.
+            await until_stored(
+                lambda: self.store.save_steps(self.meta.id, steps, event),
+                what=f"checkpoint {event.event}",
+                log=self.log,
+                give_up=lambda: self.abandoned,
             )
 
     def _update(self, step_id: str, **fields: Any) -> StepRecord:
@@ -100,13 +165,17 @@ class Runner:
         return rec
 
     async def run(self) -> tuple[ExecutionStatus, str | None]:
-        """Start steps as the planner makes them ready, up to max_parallel at once."""
+        """Start steps as the planner makes them ready, up to max_parallel at once.
+
+        Ends with the execution's outcome, or WAITING_APPROVAL (and `self.approval`) when nothing
+        can go on until an approval is decided.
+        """
         playbook = self.playbook
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + playbook.timeout_s
+        deadline = loop.time() + playbook.timeout_s - self.execution.run_time(self.clock())
+        await self._settle_resumed()
         out_of_time = False
-        running: dict[asyncio.Task[ActionResult], str] = {}
-        watch = asyncio.create_task(self._watch_cancel(running))
+        running = self._running
         try:
             while True:
                 decision = next_steps(playbook.plan, {k: r.status for k, r in self.records.items()})
@@ -115,25 +184,34 @@ class Runner:
                 if remaining <= 0:
                     out_of_time = True
                 if out_of_time or self.cancelled:
-                    cancel = [k for k, r in self.records.items() if r.status is StepStatus.PENDING]
-                if cancel:
+                    cancel = [
+                        k
+                        for k, r in self.records.items()
+                        if r.status in (StepStatus.PENDING, StepStatus.WAITING_APPROVAL)
+                    ]
+                if cancel and not self.abandoned:
                     for k in cancel:
                         self._update(k, status=StepStatus.CANCELLED)
                     detail = "not started: " + ", ".join(cancel)
                     await self.checkpoint(
                         TimelineEvent(at=self.clock(), event="steps_cancelled", detail=detail)
                     )
-                ready = [] if out_of_time or self.cancelled else list(decision.ready)
-                settled = False  # a step was skipped or failed without running: plan again
+                stop = out_of_time or self.cancelled or self.abandoned or self.draining
+                ready = [] if stop else list(decision.ready)
+                settled = False  # a step was skipped, failed or parked without running: plan again
                 for sid in ready[: playbook.max_parallel - len(running)]:
                     step = self.steps[sid]
                     if step.when is not None and not await self._condition(step):
                         settled = True
                         continue
+                    if step.action == APPROVAL:
+                        settled = await self._request_approval(step) or settled
+                        continue
                     started = self.clock()
-                    self._update(sid, status=StepStatus.RUNNING, started_at=started, attempts=1)
+                    attempts = self.records[sid].attempts + 1
+                    self._update(sid, status=StepStatus.RUNNING, started_at=started, attempts=attempts)
                     await self.checkpoint(TimelineEvent(at=started, event="step_started", step=sid))
-                    self.log.info("step.started", step=sid, action=step.action, attempt=1)
+                    self.log.info("step.started", step=sid, action=step.action, attempt=attempts)
                     running[asyncio.create_task(self._attempts(step, deadline))] = sid
                 if settled:
                     continue
@@ -148,28 +226,111 @@ class Runner:
                     else:
                         await self._record_step(self.steps[sid], task.result())
         finally:
-            watch.cancel()
             for task in running:
                 task.cancel()  # shutdown: the script action kills its process group
-            await asyncio.gather(watch, *running, return_exceptions=True)
+            await asyncio.gather(*running, return_exceptions=True)
+            running.clear()
         if self.cancelled:
             return ExecutionStatus.CANCELLED, "cancelled by an operator"
+        if self.draining and not self.abandoned:
+            left = next_steps(playbook.plan, {k: r.status for k, r in self.records.items()})
+            if left.ready:  # work remains: another worker goes on from here
+                self.handed_back = True
+                return ExecutionStatus.RUNNING, None
         return self._outcome(out_of_time)
 
-    async def _watch_cancel(self, running: dict[asyncio.Task[ActionResult], str]) -> None:
-        """Stop the running steps once the execution's status turns cancelled in the store."""
-        while True:
-            await asyncio.sleep(CANCEL_POLL_S)
-            try:
-                status = await self.store.status(self.meta.id)
-            except StoreUnavailable:
-                continue
-            if status is ExecutionStatus.CANCELLED:
-                self.cancelled = True
-                self.log.info("execution.cancel_seen", running=sorted(running.values()))
-                for task in running:
-                    task.cancel()  # the script action kills its process group
-                return
+    async def _settle_resumed(self) -> None:
+        """Settle the steps a previous worker left unfinished, before planning.
+
+        A step it was running is run again when idempotent, else fails as interrupted. A step
+        waiting for approval takes the decision the execution came back with, if any.
+        """
+        now = self.clock()
+        for sid, rec in list(self.records.items()):
+            step = self.steps[sid]
+            if rec.status is StepStatus.RUNNING:
+                if step.idempotent:
+                    self._update(sid, status=StepStatus.PENDING)
+                    detail = "its worker stopped; running it again (idempotent)"
+                    event = TimelineEvent(at=now, event="step_interrupted", step=sid, detail=detail)
+                else:
+                    rec = self._update(sid, status=StepStatus.FAILED, finished_at=now, error=INTERRUPTED)
+                    self.context["steps"][sid] = step_context(rec)
+                    event = TimelineEvent(at=now, event="step_failed", step=sid, detail=INTERRUPTED)
+                self.log.warning("step.interrupted", step=sid, idempotent=step.idempotent)
+                await self.checkpoint(event)
+            elif rec.status is StepStatus.WAITING_APPROVAL:
+                approval = self.execution.approval
+                decision = approval.decision if approval is not None and approval.step == sid else None
+                if decision is None:
+                    continue
+                ok = decision.verdict is Verdict.APPROVED
+                rec = self._update(
+                    sid,
+                    status=StepStatus.SUCCEEDED if ok else StepStatus.FAILED,
+                    finished_at=decision.at,
+                    stdout=decision.describe() + "\n" if ok else "",
+                    error=None if ok else decision.describe(),
+                    timed_out=decision.verdict is Verdict.EXPIRED,
+                )
+                if not ok:
+                    self._rejected.add(sid)
+                self.context["steps"][sid] = step_context(rec)
+                status = rec.status.value
+                await self.checkpoint(
+                    TimelineEvent(at=now, event=f"step_{status}", step=sid, detail=decision.describe())
+                )
+                self.log.info("approval.decided", step=sid, verdict=decision.verdict.value, by=decision.by)
+
+    async def _request_approval(self, step: Step) -> bool:
+        """Put an approval step in waiting_approval, unless another approval already waits.
+
+        Returns True when the step settled at once (its parameters failed to render).
+        """
+        if any(r.status is StepStatus.WAITING_APPROVAL for r in self.records.values()):
+            return False  # one approval at a time: this one asks once the other is decided
+        now = self.clock()
+        try:
+            params = ApprovalParams.model_validate(render_tree(step.with_, self.context))
+        except (TemplateError, ValidationError) as e:
+            rec = self._update(step.id, status=StepStatus.FAILED, finished_at=now, attempts=1, error=str(e))
+            self.context["steps"][step.id] = step_context(rec)
+            await self.checkpoint(TimelineEvent(at=now, event="step_failed", step=step.id, detail=str(e)))
+            return True
+        self._update(
+            step.id,
+            status=StepStatus.WAITING_APPROVAL,
+            started_at=now,
+            attempts=1,
+            stdout=params.message,
+        )
+        self.approval = Approval(
+            step=step.id, message=params.message, requested_at=now, deadline=now + params.timeout
+        )
+        await self.checkpoint(
+            TimelineEvent(at=now, event="approval_requested", step=step.id, detail=params.message or None)
+        )
+        self.log.info(
+            "approval.requested", step=step.id, message=params.message, timeout_s=params.timeout, url=self.url
+        )
+        if params.notify:
+            await self._announce_approval(step.id, params)
+        return False
+
+    async def _announce_approval(self, step_id: str, params: ApprovalParams) -> None:
+        """Tell the approval's notifiers what is asked and how to answer; a failure is recorded
+        and changes nothing."""
+        alertname = self.meta.alert.name
+        title = f"Approval needed: {alertname} · {self.playbook.name}"
+        body = (
+            f"{params.message or 'Step ' + step_id + ' waits for approval.'}\n"
+            f"Approve: POST {self.url}/approve\nReject:  POST {self.url}/reject\n"
+            f"Without a decision within {params.timeout:g}s it is rejected.\n{self.url}"
+        )
+        notify = NotifyParams(to=params.notify, title=title, body=body, type="warning")
+        result = await ACTIONS["notify"].run(notify, self.action_context(step_id), timeout_s=30.0)
+        event = "approval_notified" if result.ok else "approval_notify_failed"
+        await self.checkpoint(TimelineEvent(at=self.clock(), event=event, step=step_id, detail=result.error))
 
     async def _condition(self, step: Step) -> bool:
         """Evaluate `when`; record the step skipped (false) or failed (the expression failed)."""
@@ -213,7 +374,7 @@ class Runner:
             )
             await asyncio.sleep(delay)
             attempt += 1
-            self._update(step.id, attempts=attempt)
+            self._update(step.id, attempts=self.records[step.id].attempts + 1)
 
     async def _record_step(self, step: Step, result: ActionResult, status: StepStatus | None = None) -> None:
         finished = self.clock()
@@ -246,10 +407,22 @@ class Runner:
         )
         if failed:
             first = failed[0]
+            if first.id in self._rejected:
+                return ExecutionStatus.REJECTED, f"approval {first.id!r} {first.error}"
             kind = ExecutionStatus.TIMED_OUT if first.timed_out else ExecutionStatus.FAILED
             return kind, f"step {first.id!r} failed: {first.error}"
         if out_of_time:
             return ExecutionStatus.TIMED_OUT, f"playbook timeout of {self.playbook.timeout_s:g}s reached"
+        waiting = [r for r in self.records.values() if r.status is StepStatus.WAITING_APPROVAL]
+        if waiting:
+            if self.approval is None:  # asked by a worker that stopped before the execution parked
+                rec = waiting[0]
+                params = ApprovalParams.model_validate(render_tree(self.steps[rec.id].with_, self.context))
+                asked = rec.started_at or self.clock()
+                self.approval = Approval(
+                    step=rec.id, message=rec.stdout, requested_at=asked, deadline=asked + params.timeout
+                )
+            return ExecutionStatus.WAITING_APPROVAL, None
         return ExecutionStatus.SUCCEEDED, None
 
     async def _alert_resolved(self) -> bool:
@@ -257,23 +430,40 @@ class Runner:
         return execution is not None and execution.resolved_at is not None
 
     def to_roll_back(self) -> list[StepRecord]:
-        """Succeeded steps that have a rollback, latest to finish first."""
+        """Succeeded steps that have a rollback not yet run, latest to finish first."""
         done = [
             r
             for r in self.records.values()
-            if r.status is StepStatus.SUCCEEDED and self.steps[r.id].rollback is not None
+            if r.status is StepStatus.SUCCEEDED
+            and self.steps[r.id].rollback is not None
+            and (r.rollback is None or r.rollback.status is StepStatus.RUNNING)
         ]
         return sorted(done, key=lambda r: r.finished_at or 0.0, reverse=True)
 
     async def rollback(self) -> ExecutionStatus:
         """Run the rollbacks of the succeeded steps in reverse order of completion.
 
-        Every rollback is tried even when one fails; the result says whether all succeeded.
+        Every rollback is tried even when one fails; the result says whether all succeeded. When
+        resuming, rollbacks already finished are kept, and one the previous worker was running
+        runs again only if its step is idempotent.
         """
-        all_ok = True
         for rec in self.to_roll_back():
             comp = self.steps[rec.id].rollback
             assert comp is not None
+            if self.abandoned:
+                break
+            if rec.rollback is not None and not self.steps[rec.id].idempotent:
+                now = self.clock()
+                self._update(
+                    rec.id,
+                    rollback=rec.rollback.model_copy(
+                        update={"status": StepStatus.FAILED, "finished_at": now, "error": INTERRUPTED}
+                    ),
+                )
+                await self.checkpoint(
+                    TimelineEvent(at=now, event="rollback_failed", step=rec.id, detail=INTERRUPTED)
+                )
+                continue
             started = self.clock()
             self._update(rec.id, rollback=RollbackRecord(action=comp.action, started_at=started))
             await self.checkpoint(TimelineEvent(at=started, event="rollback_started", step=rec.id))
@@ -281,7 +471,6 @@ class Runner:
             result = await self.run_action(f"{rec.id}.rollback", comp.action, comp.with_, comp.timeout_s)
             finished = self.clock()
             status = StepStatus.SUCCEEDED if result.ok else StepStatus.FAILED
-            all_ok = all_ok and result.ok
             self._update(
                 rec.id,
                 rollback=RollbackRecord(
@@ -296,6 +485,9 @@ class Runner:
                 TimelineEvent(at=finished, event=f"rollback_{status.value}", step=rec.id, detail=result.error)
             )
             self.log.info("rollback.finished", step=rec.id, outcome=status.value, exit_code=result.exit_code)
+        all_ok = all(
+            r.rollback is None or r.rollback.status is StepStatus.SUCCEEDED for r in self.records.values()
+        )
         return ExecutionStatus.ROLLED_BACK if all_ok else ExecutionStatus.ROLLBACK_FAILED
 
     async def hooks(self, status: ExecutionStatus, error: str | None) -> None:
@@ -305,12 +497,23 @@ class Runner:
         timeline and the log and never changes the outcome.
         """
         kinds = []
+        if self.abandoned:
+            return
         if status is ExecutionStatus.SUCCEEDED:
             kinds.append("on_success")
         elif status is not ExecutionStatus.CANCELLED:
             kinds.append("on_failure")
         kinds.append("always")
-        self.context["execution"] = {**self.context["execution"], "status": status.value, "error": error}
+        try:
+            recovered = await self._alert_resolved()
+        except StoreUnavailable:
+            recovered = False
+        self.context["execution"] = {
+            **self.context["execution"],
+            "status": status.value,
+            "error": error,
+            "recovered": recovered,
+        }
         for kind in kinds:
             for i, hook in enumerate(self.playbook.hooks.get(kind, ())):
                 name = f"{kind}[{i}]"
@@ -323,6 +526,28 @@ class Runner:
                 self.log.info(
                     "hook.finished", hook=name, action=hook.action, outcome=outcome, error=result.error
                 )
+
+    def action_context(self, step_id: str) -> ActionContext:
+        """What an action running for this execution may know."""
+        return ActionContext(
+            execution_id=self.meta.id,
+            step_id=step_id,
+            env=alert_environment(self.meta, step_id=step_id, execution_url=self.url),
+            output_limit=self.output_limit,
+            alert_resolved=self._alert_resolved,
+            integrations=self.integrations,
+            template_context=self.context,
+        )
+
+    async def finish(self) -> None:
+        """After the hooks: expire the silences steps created, and report the outcome as the
+        config's `outcome:` says. Failures are logged and recorded, never change the outcome."""
+        if self.abandoned:
+            return
+        records = list(self.records.values())
+        await outcome.expire_silences(records, self.integrations, self.checkpoint, self.clock, self.log)
+        ctx = self.action_context("outcome")
+        await outcome.report(ctx, self.integrations, self.metrics, self.checkpoint, self.clock, self.log)
 
     async def run_action(
         self, step_id: str, action_name: str, with_: TemplateTree, timeout_s: float
@@ -337,13 +562,7 @@ class Runner:
             err = e.errors()[0]
             loc = ".".join(str(x) for x in err["loc"])
             return ActionResult(ok=False, error=f"with.{loc}: {err['msg']} (after rendering)")
-        ctx = ActionContext(
-            execution_id=self.meta.id,
-            step_id=step_id,
-            env=alert_environment(self.meta, step_id=step_id, execution_url=self.url),
-            output_limit=self.output_limit,
-            alert_resolved=self._alert_resolved,
-        )
+        ctx = self.action_context(step_id)
         try:
             return await asyncio.wait_for(
                 action.run(params, ctx, timeout_s=timeout_s), timeout_s + ACTION_GRACE_S

@@ -10,6 +10,8 @@ class ExecutionStatus(StrEnum):
 
     QUEUED = "queued"
     RUNNING = "running"
+    WAITING_APPROVAL = "waiting_approval"
+    REJECTED = "rejected"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     TIMED_OUT = "timed_out"
@@ -33,6 +35,7 @@ class StepStatus(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
+    WAITING_APPROVAL = "waiting_approval"
 
 
 TERMINAL = frozenset(
@@ -41,6 +44,7 @@ TERMINAL = frozenset(
         ExecutionStatus.FAILED,
         ExecutionStatus.TIMED_OUT,
         ExecutionStatus.CANCELLED,
+        ExecutionStatus.REJECTED,
         ExecutionStatus.ROLLED_BACK,
         ExecutionStatus.ROLLBACK_FAILED,
     }
@@ -55,8 +59,12 @@ TRANSITIONS: dict[ExecutionStatus, frozenset[ExecutionStatus]] = {
             ExecutionStatus.TIMED_OUT,
             ExecutionStatus.CANCELLED,
             ExecutionStatus.ROLLING_BACK,
+            ExecutionStatus.WAITING_APPROVAL,
+            ExecutionStatus.REJECTED,
         }
     ),
+    # An approval's decision (or its deadline) queues the execution again for any worker to resume.
+    ExecutionStatus.WAITING_APPROVAL: frozenset({ExecutionStatus.QUEUED, ExecutionStatus.CANCELLED}),
     ExecutionStatus.ROLLING_BACK: frozenset({ExecutionStatus.ROLLED_BACK, ExecutionStatus.ROLLBACK_FAILED}),
 }
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,15 +23,31 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
+MakeStore = Callable[[StoreLimits], Store]
+
+
 @pytest.fixture(params=["redis", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeStore]:
+    """Opens stores of one kind with given limits, all on the same data; closes them after."""
+    opened: list[Store] = []
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+
+    def make(limits: StoreLimits) -> Store:
+        s: Store
+        if request.param == "redis":
+            server: RedisServer = request.getfixturevalue("redis_server")
+            s = RedisStore.from_url(server.url, limits=limits, prefix=prefix)
+        else:
+            s = SQLiteStore(tmp_path / "state.db", limits=limits)
+        opened.append(s)
+        return s
+
+    yield make
+    for s in opened:
+        await s.close()
+
+
+@pytest.fixture
+def store(make_store: MakeStore) -> Store:
     """A fresh store of each kind; the Redis one gets a key prefix of its own."""
-    limits = StoreLimits()
-    s: Store
-    if request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        s = RedisStore.from_url(server.url, limits=limits, prefix=f"t{uuid.uuid4().hex[:8]}:")
-    else:
-        s = SQLiteStore(tmp_path / "state.db", limits=limits)
-    yield s
-    await s.close()
+    return make_store(StoreLimits())

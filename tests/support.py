@@ -35,7 +35,8 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 class RedisServer:
     """A real redis-server on a free port, which a test may stop and start again."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, persist: bool = False) -> None:
+        self.persist = persist  # keep the data across stop() and start() (append-only file)
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (Debian: apt-get install redis-server)")
@@ -59,7 +60,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.persist else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 str(self.workdir),
             ],
@@ -144,3 +147,50 @@ def write_config(tmp_dir: Path, *, rules: str, playbooks: dict[str, str], settin
     path = tmp_dir / "receiver.yml"
     path.write_text(f"rules: [rules/*.yml]\nplaybooks: [playbooks/*.yml]\n{settings}")
     return path
+
+
+class Recorder:
+    """An HTTP server on loopback that records every request and answers from a script of
+    (status, JSON body) replies, the last one repeating; stands in for Grafana, a webhook, ...
+    Use as `async with Recorder(...) as rec:`; `rec.url` is its base URL."""
+
+    def __init__(self, *replies: tuple[int, Any]) -> None:
+        self.replies = list(replies) or [(200, {})]
+        self.requests: list[dict[str, Any]] = []
+        self.url = ""
+        self._runner: Any = None
+
+    async def __aenter__(self) -> Recorder:
+        from aiohttp import web
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            raw = await request.read()
+            try:
+                body: Any = json.loads(raw) if raw else None
+            except ValueError:
+                body = raw.decode(errors="replace")
+            self.requests.append(
+                {
+                    "method": request.method,
+                    "path": request.path,
+                    "query": dict(request.query),
+                    "headers": dict(request.headers),
+                    "body": body,
+                }
+            )
+            status, reply = self.replies[min(len(self.requests), len(self.replies)) - 1]
+            if isinstance(reply, str):
+                return web.Response(status=status, text=reply)
+            return web.json_response(reply, status=status)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        port = free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._runner.cleanup()

@@ -22,7 +22,7 @@ def test_check_accepts_shipped_config() -> None:
     """`receiver check` on the shipped config exits 0 and says what it loaded."""
     r = receiver("check", "--config", "receiver.yml")
     assert r.returncode == 0, r.stderr
-    assert "ok: 2 rule(s), 2 playbook(s)" in r.stdout
+    assert "ok: 3 rule(s), 3 playbook(s)" in r.stdout
 
 
 def test_check_reports_bad_playbook(tmp_path: Path) -> None:
@@ -107,3 +107,32 @@ def test_run_names_bad_input(tmp_path: Path) -> None:
     assert r.returncode == 1 and "no playbook 'nope'" in r.stderr
     r = receiver("run", "demo-report", "--config", "receiver.yml", "--alert", str(tmp_path / "missing.json"))
     assert r.returncode == 1 and "missing.json" in r.stderr
+
+
+APPROVAL_PLAYBOOK = """name: p
+steps:
+  - id: ask
+    action: approval
+    with: {message: "go?"}
+  - id: act
+    action: script
+    with: {command: ["echo", "acted"]}
+"""
+
+
+def test_run_stops_at_an_approval_unless_told_to_approve(tmp_path: Path) -> None:
+    """`run` stops at an approval step (exit 2, waiting_approval); `--approve` approves it and the
+    run goes on to the end."""
+    import json
+
+    path = write_config(tmp_path, rules=RULES, playbooks={"p": APPROVAL_PLAYBOOK})
+    fixture = str(PROJECT / "tests/fixtures/alertmanager-0.25/firing_group.json")
+    r = receiver("run", "p", "--config", str(path), "--alert", fixture)
+    assert r.returncode == 2, r.stderr
+    record = json.loads(r.stdout)
+    assert record["status"] == "waiting_approval" and record["approval"]["message"] == "go?"
+    r = receiver("run", "p", "--config", str(path), "--alert", fixture, "--approve")
+    assert r.returncode == 0, r.stderr
+    record = json.loads(r.stdout)
+    assert record["status"] == "succeeded" and record["steps"][1]["stdout"] == "acted\n"
+    assert record["approval"]["decision"]["by"] == "receiver run --approve"

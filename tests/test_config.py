@@ -85,6 +85,28 @@ def test_good_config_loads(tmp_path: Path) -> None:
             PLAYBOOK + "    retry: {attempts: 3, backof: 1s}\n",
             ["p.yml:7", "steps[0]", "retry.backof: unknown key"],
         ),
+        (
+            PLAYBOOK + "  - id: ok\n    action: approval\n    with: {mesage: 'restart it?'}\n",
+            ["p.yml:9", "step 'ok'", "with.mesage: unknown key"],
+        ),
+        (
+            PLAYBOOK + "  - id: ok\n    action: approval\n    with: {timeout: soon}\n",
+            ["step 'ok'", "with.timeout", "not a duration"],
+        ),
+        (
+            PLAYBOOK + "    rollback: {action: approval}\n",
+            ["p.yml:7", "step 'one' rollback", "approval can only be a step"],
+        ),
+        (
+            PLAYBOOK + "on_failure:\n  - action: approval\n",
+            ["p.yml:8", "on_failure[0]", "approval can only be a step"],
+        ),
+        (PLAYBOOK.replace("timeout: 1m", "lock: '{{ params.x '"), ["p.yml:2", "playbook 'p' lock"]),
+        (
+            PLAYBOOK.replace("timeout: 1m", "lock_policy: queue"),
+            ["p.yml:2", "lock_policy", "'wait' or 'skip'"],
+        ),
+        (PLAYBOOK + "    idempotent: maybe\n", ["p.yml:7", "idempotent", "boolean"]),
     ],
 )
 def test_bad_playbooks_are_located(tmp_path: Path, playbook: str, expected: list[str]) -> None:
@@ -122,8 +144,13 @@ def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
     [
         ("listen: nowhere\n", "listen: Value error, expected HOST:PORT"),
         ("workers: 0\n", "workers: Input should be greater than or equal to 1"),
-        ("auth: {}\n", "auth: unknown key"),
+        (
+            "auth: {webhook: {}}\n",
+            "auth.webhook: Value error, give exactly one of bearer_token_file or basic",
+        ),
+        ("rate_limit: {}\n", "rate_limit: unknown key"),
         ("history: {retention: a week}\n", "history.retention"),
+        ("reclaim_after: 1s\n", "reclaim_after: Value error, must be at least 2s"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path: Path, settings: str, expected: str) -> None:
@@ -139,3 +166,23 @@ def test_glob_matching_nothing_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigErrors) as exc:
         load_config(path)
     assert "rules: 'rulez/*.yml' matches no file" in str(exc.value)
+
+
+def test_secret_and_kubeconfig_paths_are_taken_from_the_config_dir(tmp_path: Path) -> None:
+    """Relative token, URL-list and kubeconfig paths are read beside the config file; absolute
+    ones and ~ are kept as they are meant."""
+    (tmp_path / "urls").write_text("json://127.0.0.1:9/x\n")
+    settings = (
+        "integrations:\n"
+        "  grafana: {url: 'http://g', token_file: secrets/g}\n"
+        "  alertmanager: {url: 'http://a', token_file: /run/a}\n"
+        "  kubernetes: {kubeconfig: ~/.kube/config}\n"
+        "notifiers: {n: {urls_file: urls}}\n"
+    )
+    config = load_config(write_config(tmp_path, rules=RULES, playbooks={"p": PLAYBOOK}, settings=settings))
+    s = config.settings
+    i = s.integrations
+    assert i.grafana is not None and i.grafana.token_file == str(tmp_path / "secrets/g")
+    assert i.alertmanager is not None and i.alertmanager.token_file == "/run/a"
+    assert s.notifiers["n"].urls_file == str(tmp_path / "urls")
+    assert i.kubernetes is not None and i.kubernetes.kubeconfig == str(Path.home() / ".kube/config")

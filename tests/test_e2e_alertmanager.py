@@ -1,4 +1,5 @@
-"""End to end: a real Alertmanager notifies a real receiver process backed by a real redis-server."""
+"""End to end: a real Alertmanager notifies a real receiver process backed by a real redis-server,
+authenticating with a Bearer token from a file as its webhook http_config sends it."""
 
 from __future__ import annotations
 
@@ -58,7 +59,13 @@ def stack(tmp_path: Path, redis_server: RedisServer) -> Iterator[dict[str, Any]]
         f"external_url: http://127.0.0.1:{rport}\n"
         f"rules: ['{PROJECT}/rules/*.yml']\n"
         f"playbooks: ['{PROJECT}/playbooks/*.yml']\n"
+        # What the shipped restart-deployment playbook needs configured (it does not run here).
+        f"integrations: {{alertmanager: {{url: 'http://127.0.0.1:{aport}'}}, grafana: {{url: 'http://127.0.0.1:9'}}}}\n"
+        "notifiers: {oncall: {urls: ['json://127.0.0.1:9/x']}}\n"
+        # Alertmanager must authenticate, with the token from the same file it reads below.
+        f"auth: {{webhook: {{bearer_token_file: '{tmp_path / 'webhook-token'}'}}}}\n"
     )
+    (tmp_path / "webhook-token").write_text("am-to-receiver-token\n")
     client = redis.Redis.from_url(redis_server.url)
     client.flushall()  # the receiver below uses the default key prefix
     client.close()
@@ -82,6 +89,8 @@ def stack(tmp_path: Path, redis_server: RedisServer) -> Iterator[dict[str, Any]]
         "    webhook_configs:\n"
         f"      - url: http://127.0.0.1:{rport}/webhook\n"
         "        send_resolved: true\n"
+        "        http_config:\n"
+        f"          authorization: {{credentials_file: {tmp_path / 'webhook-token'}}}\n"
     )
     am_log = (tmp_path / "am.log").open("w")
     am = subprocess.Popen(

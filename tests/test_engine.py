@@ -11,7 +11,7 @@ import pytest
 
 from receiver.config import Config, load_config
 from receiver.engine import Engine
-from receiver.execution import Execution
+from receiver.execution import Execution, Verdict
 from receiver.metrics import Metrics
 from receiver.models import parse_payload
 from receiver.states import ExecutionStatus, StepStatus
@@ -41,7 +41,7 @@ async def run_one(config: Config, store: Store, **labels: str) -> Execution:
     assert len(report.accepted) == 1, report
     claimed = await store.claim("w", 2)
     assert claimed is not None
-    await engine.execute(claimed)
+    await engine.execute(claimed, "w")
     done = await store.get(claimed.id)
     assert done is not None
     return done
@@ -379,17 +379,49 @@ async def test_no_rollback_without_compensations(tmp_path: Path, store: Store) -
 
 
 async def test_shipped_demo_rolls_back_a_broken_target(store: Store) -> None:
-    """The shipped demo playbook succeeds for a normal target and rolls back for target=broken."""
+    """The shipped demo playbook rolls back for target=broken."""
     config = load_config(PROJECT / "receiver.yml")
     engine = Engine(config=config, store=store, metrics=Metrics(), consumer="t")
-    for target, status in (("web-1", ExecutionStatus.SUCCEEDED), ("broken", ExecutionStatus.ROLLED_BACK)):
-        await engine.ingest(parse_payload(payload(alert("ReceiverDemo", target=target))))
-        claimed = await store.claim("w", 2)
-        assert claimed is not None
-        assert await engine.execute(claimed) is status
+    await engine.ingest(parse_payload(payload(alert("ReceiverDemo", target="broken"))))
+    claimed = await store.claim("w", 2)
+    assert claimed is not None
+    assert await engine.execute(claimed, "w") is ExecutionStatus.ROLLED_BACK
     done = await store.get(claimed.id)
     assert done is not None and done.steps[0].rollback is not None
     assert done.steps[0].rollback.stdout == "undo report for broken\n"
+
+
+async def test_shipped_demo_asks_approval_fixes_and_waits_for_the_alert_to_clear(store: Store) -> None:
+    """The shipped demo, as the README walks through it: it stops for approval with its message,
+    runs the pretend fix once approved, and succeeds when the alert's resolution arrives."""
+    config = load_config(PROJECT / "receiver.yml")
+    engine = Engine(config=config, store=store, metrics=Metrics(), consumer="t")
+    firing = alert("ReceiverDemo", target="web-1")
+    await engine.ingest(parse_payload(payload(firing)))
+    claimed = await store.claim("w", 2)
+    assert claimed is not None
+    assert await engine.execute(claimed, "w") is ExecutionStatus.WAITING_APPROVAL
+    parked = await store.get(claimed.id)
+    assert parked is not None and parked.approval is not None
+    assert parked.approval.message == "Pretend-restart web-1? The probe says it is unhealthy."
+    await engine.decide(claimed.id, Verdict.APPROVED, by="me")
+    resumed = await store.claim("w", 2)
+    assert resumed is not None
+    run = asyncio.create_task(engine.execute(resumed, "w"))
+    await asyncio.sleep(0.3)
+    await engine.ingest(parse_payload(payload({**firing, "status": "resolved"})))
+    assert await asyncio.wait_for(run, 10) is ExecutionStatus.SUCCEEDED
+    done = await store.get(claimed.id)
+    assert done is not None
+    assert {s.id: s.status.value for s in done.steps} == {
+        "report": "succeeded",
+        "probe": "succeeded",
+        "verify": "succeeded",
+        "approve": "succeeded",
+        "fix": "succeeded",
+        "cleared": "succeeded",
+    }
+    assert done.steps[4].stdout == "pretend restart of web-1\n"
 
 
 async def test_wait_resolved_succeeds_when_the_resolution_arrives(tmp_path: Path, store: Store) -> None:
@@ -406,7 +438,7 @@ async def test_wait_resolved_succeeds_when_the_resolution_arrives(tmp_path: Path
     await engine.ingest(parse_payload(payload(firing)))
     claimed = await store.claim("w", 2)
     assert claimed is not None
-    run = asyncio.create_task(engine.execute(claimed))
+    run = asyncio.create_task(engine.execute(claimed, "w"))
     await asyncio.sleep(0.5)
     assert not run.done()  # still waiting: the alert fires
     resolved = {**firing, "status": "resolved", "endsAt": "2099-01-01T00:00:00Z"}
@@ -461,3 +493,26 @@ async def test_hooks_run_by_outcome_and_never_change_it(
     hook_events = [(t.event, t.step) for t in e.timeline if t.event.startswith("hook_")]
     expected_first = ("hook_succeeded", "on_success[0]") if rc == "0" else ("hook_failed", "on_failure[0]")
     assert hook_events == [expected_first, ("hook_succeeded", "always[0]")]
+
+
+async def test_lock_is_rendered_at_admission_and_its_errors_reported(tmp_path: Path, store: Store) -> None:
+    """The playbook's lock names each alert's target when admitted; an alert it cannot render for
+    is rejected with the lock's place and the missing variable, and the others still go in."""
+    text = """name: p
+lock: "{{ alert.labels.namespace }}/{{ params.target }}"
+lock_policy: skip
+steps:
+  - id: s
+    action: script
+    with: {command: ["true"]}
+"""
+    config = load_config(write_config(tmp_path, rules=RULES, playbooks={"p": text}))
+    engine = Engine(config=config, store=store, metrics=Metrics(), consumer="t")
+    report = await engine.ingest(
+        parse_payload(payload(alert("A", target="web", namespace="prod"), alert("A", target="db")))
+    )
+    assert len(report.accepted) == 1 and len(report.rejected) == 1
+    assert "playbook 'p' lock" in report.rejected[0]["error"]
+    assert "namespace" in report.rejected[0]["error"]
+    e = await store.get(report.accepted[0]["execution_id"])
+    assert e is not None and (e.meta.lock, e.meta.lock_policy) == ("prod/web", "skip")

@@ -14,8 +14,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from receiver.app import create_app
 from receiver.config import load_config
-from receiver.store.base import Store
+from receiver.store.base import HistoryQuery, Store
 from receiver.store.redis import RedisStore
+from tests.conftest import MakeStore
 from tests.support import RedisServer, alert, fixture, payload, write_config
 
 RULES = """
@@ -304,3 +305,123 @@ async def test_retry_of_unfinished_execution_is_a_conflict(tmp_path: Path, store
         assert r.status == 409 and "still queued" in (await r.json())["error"]
     finally:
         await client.close()
+
+
+async def test_stopping_receiver_refuses_webhooks_with_503_and_is_not_ready(
+    tmp_path: Path, store: Store
+) -> None:
+    """Once a stop has begun, /webhook answers 503 (Alertmanager retries, on another replica
+    behind a Service) and /-/ready says not ready, while the rest of the API still answers."""
+    from receiver.handlers import ENGINE
+
+    async with serve(tmp_path, store) as client:
+        assert (await client.get("/-/ready")).status == 200
+        await client.server.app[ENGINE].stop(0)
+        r = await client.post("/webhook", json=fixture("firing_group.json"))
+        assert r.status == 503 and "shutting down" in (await r.json())["error"]
+        assert (await client.get("/-/ready")).status == 503
+        assert (await client.get("/api/v1/executions")).status == 200
+
+
+async def test_steps_finish_through_a_redis_outage_and_are_recorded_once_it_is_back(tmp_path: Path) -> None:
+    """Redis stops while a step runs: the step runs to its end (not killed, not run twice), the
+    record waits, and once Redis is back (with its data) the execution finishes without a
+    restart of the receiver, its steps recorded."""
+    server = RedisServer(tmp_path, persist=True)
+    server.start()
+    store = RedisStore.from_url(server.url)
+    log = tmp_path / "ran"
+    playbook = f"""name: echo
+steps:
+  - id: slow
+    action: script
+    with: {{command: ["sh", "-c", "echo slow >> {log}; sleep 1.5; echo done"]}}
+  - id: after
+    action: script
+    with: {{command: ["sh", "-c", "echo after >> {log}"]}}
+"""
+    config = load_config(write_config(tmp_path, rules=RULES, playbooks={"echo": playbook}))
+    client = TestClient(TestServer(create_app(config, store=store)))
+    await client.start_server()
+    try:
+        r = await client.post("/webhook", json=payload(alert("KubePodCrashLooping", deployment="web")))
+        ident = (await r.json())["accepted"][0]["execution_id"]
+        for _ in range(100):
+            if log.exists():
+                break
+            await asyncio.sleep(0.05)
+        server.stop()
+        await asyncio.sleep(2.5)  # the step ends while Redis is down
+        assert log.read_text().splitlines() == ["slow"]
+        server.start()
+        detail = await wait_terminal(client, ident)
+        assert detail["status"] == "succeeded", detail
+        assert detail["steps"][0]["stdout"] == "done\n" and detail["steps"][0]["exit_code"] == 0
+        assert log.read_text().splitlines() == ["slow", "after"]
+    finally:
+        await client.close()
+        await store.close()
+        server.stop()
+
+
+async def test_full_queue_answers_503_so_alertmanager_retries(tmp_path: Path, make_store: MakeStore) -> None:
+    """Past max_queued, /webhook answers 503 with Retry-After and records nothing."""
+    config = load_config(
+        write_config(tmp_path, rules=RULES, playbooks={"echo": PLAYBOOK}, settings="max_queued: 1\n")
+    )
+    store = make_store(config.settings.limits())
+    client = TestClient(TestServer(create_app(config, store=store, workers=False)))
+    await client.start_server()
+    try:
+        first = await client.post("/webhook", json=payload(alert("KubePodCrashLooping", deployment="a")))
+        assert first.status == 200
+        r = await client.post("/webhook", json=payload(alert("KubePodCrashLooping", deployment="b")))
+        assert r.status == 503 and r.headers["Retry-After"] == "30"
+        assert (await r.json())[
+            "error"
+        ] == "the work queue is full (1 waiting or running, limit 1); retry later"
+        assert len((await (await client.get("/api/v1/executions")).json())["items"]) == 1
+    finally:
+        await client.close()
+
+
+async def test_webhook_stream_through_a_redis_outage_never_acknowledges_unrecorded_work(
+    tmp_path: Path,
+) -> None:
+    """A stream of webhooks while Redis stops and starts again (keeping its data): every answer
+    is 200 or 503, never a crash; every alert answered 200 is in the store afterwards; and
+    without a restart of the receiver, alerts are admitted again once Redis is back."""
+    server = RedisServer(tmp_path, persist=True)
+    server.start()
+    store = RedisStore.from_url(server.url)
+    config = load_config(write_config(tmp_path, rules=RULES, playbooks={"echo": PLAYBOOK}))
+    client = TestClient(TestServer(create_app(config, store=store, workers=False)))
+    await client.start_server()
+    answered: dict[int, int] = {}
+    try:
+
+        async def send(i: int) -> None:
+            r = await client.post("/webhook", json=payload(alert("KubePodCrashLooping", deployment=f"d{i}")))
+            answered[i] = r.status
+            await r.read()
+
+        for i in range(60):
+            if i == 20:
+                server.stop()
+            if i == 40:
+                server.start()
+                for _ in range(50):
+                    if (await client.get("/-/ready")).status == 200:
+                        break
+                    await asyncio.sleep(0.1)
+            await send(i)
+        assert set(answered.values()) <= {200, 503}
+        assert any(code == 503 for code in answered.values())
+        assert all(answered[i] == 200 for i in range(40, 60))
+        page = await store.history(HistoryQuery(limit=100))
+        recorded = {e.meta.params["deployment"] for e in page.items}
+        assert {f"d{i}" for i, code in answered.items() if code == 200} <= recorded
+    finally:
+        await client.close()
+        await store.close()
+        server.stop()

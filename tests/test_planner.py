@@ -98,3 +98,23 @@ def test_skipped_and_tolerated_failures(
     """Skipped steps and continue_on_error failures let dependents run."""
     got = next_steps(TOLERANT, status)
     assert (got.ready, got.cancel, got.finished) == (ready, cancel, finished)
+
+
+W = StepStatus.WAITING_APPROVAL
+
+
+@pytest.mark.parametrize(
+    ("status", "ready", "cancel", "finished"),
+    [
+        ({"a": S, "b": W}, ("c",), (), False),  # a sibling branch goes on while b waits
+        ({"a": S, "b": W, "c": S}, (), (), False),  # the join waits; not finished while b waits
+        ({"a": S, "b": W, "c": F}, (), ("b", "d", "e"), True),  # a failure withdraws the approval
+        ({"a": S, "b": S, "c": S}, ("d",), (), False),  # approved: the join starts
+    ],
+)
+def test_waiting_for_approval(
+    status: dict[str, StepStatus], ready: tuple[str, ...], cancel: tuple[str, ...], finished: bool
+) -> None:
+    """A step waiting for approval holds its dependents and keeps the plan open, until a failure."""
+    got = next_steps(DIAMOND, status)
+    assert (got.ready, got.cancel, got.finished) == (ready, cancel, finished)

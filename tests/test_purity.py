@@ -20,6 +20,7 @@ CORE = [
     "receiver.templates",
     "receiver.durations",
     "receiver.environment",
+    "receiver.approval",
 ]
 FORBIDDEN = ["aiohttp", "redis", "asyncio", "subprocess", "sqlite3"]
 

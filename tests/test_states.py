@@ -15,12 +15,13 @@ Q, R, S, F, T, C = (
     ExecutionStatus.CANCELLED,
 )
 RB, RBD, RBF = ExecutionStatus.ROLLING_BACK, ExecutionStatus.ROLLED_BACK, ExecutionStatus.ROLLBACK_FAILED
+W, RJ = ExecutionStatus.WAITING_APPROVAL, ExecutionStatus.REJECTED
 
 
 def test_terminal_states() -> None:
-    """Exactly the end states are terminal; queued, running and rolling_back are not."""
-    assert {Q, R, RB}.isdisjoint(TERMINAL)
-    assert set(ExecutionStatus) - {Q, R, RB} == set(TERMINAL)
+    """Exactly the end states are terminal; queued, running, waiting_approval and rolling_back are not."""
+    assert {Q, R, W, RB}.isdisjoint(TERMINAL)
+    assert set(ExecutionStatus) - {Q, R, W, RB} == set(TERMINAL)
 
 
 @pytest.mark.parametrize(
@@ -39,6 +40,13 @@ def test_terminal_states() -> None:
         (S, F, False),
         (C, R, False),
         (RBD, RB, False),
+        (R, W, True),
+        (W, Q, True),
+        (W, C, True),
+        (W, R, False),
+        (W, S, False),
+        (R, RJ, True),
+        (RJ, Q, False),
     ],
 )
 def test_transitions(a: ExecutionStatus, b: ExecutionStatus, ok: bool) -> None:
@@ -48,5 +56,6 @@ def test_transitions(a: ExecutionStatus, b: ExecutionStatus, ok: bool) -> None:
 
 def test_sources_of() -> None:
     """The store checks a move against every state it may come from."""
-    assert sources_of(C) == {Q, R}
+    assert sources_of(C) == {Q, R, W}
+    assert sources_of(Q) == {W}
     assert sources_of(RBD) == {RB}

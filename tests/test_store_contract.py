@@ -252,9 +252,29 @@ async def test_retention_cap_drops_oldest(tmp_path: Path, redis_server: RedisSer
         for i in range(5):
             r = await s.admit(plan(rules, alert("A", i=str(i)), now=NOW + i), NOW + i)
             ids.append(r.decided[0].execution_id)
+            await s.transition(ids[-1], ExecutionStatus.CANCELLED, now=NOW + i, error="done")
         page = await s.history(HistoryQuery(limit=10))
         assert [e.id for e in page.items] == ids[:1:-1]
         assert await s.get(ids[0]) is None
+        await s.close()
+
+
+async def test_retention_cap_never_drops_live_executions(tmp_path: Path, redis_server: RedisServer) -> None:
+    """Past max_executions, queued (or running, or waiting) executions stay: only ended ones
+    leave, so a storm of history never loses admitted work."""
+    rules = load_rules_text(tmp_path, "rules:\n  - name: r\n    playbook: p\n")
+    limits = StoreLimits(max_executions=2)
+    for s in (
+        RedisStore.from_url(redis_server.url, prefix="retention-live:", limits=limits),
+        SQLiteStore(tmp_path / "live.db", limits=limits),
+    ):
+        ids = []
+        for i in range(4):
+            r = await s.admit(plan(rules, alert("A", i=str(i)), now=NOW + i), NOW + i)
+            ids.append(r.decided[0].execution_id)
+        assert all([await s.get(i) is not None for i in ids])
+        claimed = [await s.claim("w", 0.5) for _ in ids]
+        assert sorted(e.id for e in claimed if e is not None) == sorted(ids)
         await s.close()
 
 

@@ -8,6 +8,9 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel
 
+from receiver.integrations import Integrations
+from receiver.redact import redact, redact_any
+
 
 @dataclass(frozen=True)
 class ActionContext:
@@ -20,6 +23,10 @@ class ActionContext:
     output_limit: int = 16384
     # Whether Alertmanager has reported this execution's alert resolved (reads the store).
     alert_resolved: Callable[[], Awaitable[bool]] | None = None
+    # The configured notifiers and integrations (Grafana, Alertmanager, Kubernetes).
+    integrations: Integrations = field(default_factory=lambda: Integrations())
+    # What templates see (alert, params, rule, execution, steps): for an action's default texts.
+    template_context: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -32,14 +39,17 @@ class ActionResult:
     stderr: str = ""
     error: str | None = None
     timed_out: bool = False
+    # Named results later steps read as steps.<id>.outputs (an HTTP status, a silence id, ...).
+    outputs: Mapping[str, Any] = field(default_factory=dict)
 
     def recorded(self) -> dict[str, Any]:
-        """The fields a step or rollback record keeps of this result."""
+        """The fields a step or rollback record keeps of this result, secrets redacted."""
         return {
             "exit_code": self.exit_code,
-            "stdout": self.stdout,
-            "stderr": self.stderr,
-            "error": self.error,
+            "stdout": redact(self.stdout),
+            "stderr": redact(self.stderr),
+            "error": redact(self.error) if self.error is not None else None,
+            "outputs": redact_any(dict(self.outputs)),
         }
 
 

@@ -97,12 +97,37 @@ async def _exited(proc: asyncio.subprocess.Process) -> None:
     """Return once the process itself has exited.
 
     Python 3.11's Process.wait() also waits for the pipes to close, which a background child
-    holding stdout can delay forever; returncode is set as soon as the exit is seen.
+    holding stdout can delay forever; returncode is set as soon as the exit is seen. A pidfd
+    (Linux) says at once when the process exits; then the child watcher sets returncode within a
+    moment. Without pidfd, returncode is polled.
     """
-    delay = 0.001
+    if proc.returncode is None:
+        await _pidfd_readable(proc.pid)
+    delay = 0.0005
     while proc.returncode is None:
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.02)
+
+
+async def _pidfd_readable(pid: int) -> None:
+    """Wait until the process `pid` has exited, through a pidfd; return at once if unavailable."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux 5.3+, or the process is already gone
+        return
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    try:
+        loop.add_reader(fd, readable)
+        await done
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
 
 
 def _kill_group(pid: int, sig: signal.Signals) -> None:

@@ -7,8 +7,8 @@ from receiver.store.base import Store, StoreLimits
 
 
 def open_store(url: str, *, limits: StoreLimits) -> Store:
-    """Open the store named by a URL: redis://, rediss://, unix:// or sqlite:///path."""
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    """Open the store named by a URL: redis://, rediss://, unix://, redis+sentinel:// or sqlite:///path."""
+    if url.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://")):
         from receiver.store.redis import RedisStore
 
         return RedisStore.from_url(url, limits=limits)
@@ -19,6 +19,6 @@ def open_store(url: str, *, limits: StoreLimits) -> Store:
         path = path[1:] if path.startswith("/") and not path.startswith("//") else path
         return SQLiteStore(path or "receiver.db", limits=limits)
     raise ConfigError(
-        f"unsupported store URL {url!r} (use redis://, rediss://, unix:// or sqlite:///PATH)",
+        f"unsupported store URL {url!r} (use redis://, rediss://, unix://, redis+sentinel:// or sqlite:///PATH)",
         where="store",
     )

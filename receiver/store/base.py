@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from receiver.dedup import AdmissionPlan, Outcome
-from receiver.execution import Execution, StepRecord, TimelineEvent
+from receiver.execution import Approval, Decision, Execution, StepRecord, TimelineEvent
 from receiver.states import ExecutionStatus
 
 
@@ -36,6 +36,23 @@ class AdmitResult:
 
     decided: list[Decided] = field(default_factory=list)
     resolved: list[ResolvedUpdate] = field(default_factory=list)
+
+
+def taken_over(consumer: str) -> str:
+    """The detail of the `resumed` event: which worker took a silent worker's execution over."""
+    return f"worker {consumer} took over: the previous worker stopped answering"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A heartbeat's answer: the execution's status, and whether this worker still holds it.
+
+    `held` turns False when another worker took the execution over because this one stayed
+    silent longer than `StoreLimits.reclaim_after_s`; the old worker must then stop writing.
+    """
+
+    status: ExecutionStatus | None
+    held: bool
 
 
 @dataclass(frozen=True)
@@ -82,6 +99,13 @@ class StoreLimits:
     # repeat_interval (4h by default); the idempotency key must outlive that or a long-firing alert
     # would be remediated again. One week by default, like the history.
     idempotency_ttl_s: float = 7 * 86400.0
+    # A worker heartbeats each execution it runs every second; one silent this long is presumed
+    # dead and another worker takes its execution over. Long enough to ride out a GC pause or a
+    # brief network partition, short enough that a crash delays the remediation only a little.
+    reclaim_after_s: float = 30.0
+    # At most this many executions queued or running at once; an admission that would go past it
+    # is refused whole (Overloaded), so a storm is answered 503 and retried, never dropped.
+    max_queued: int = 10_000
 
 
 class Store(Protocol):
@@ -92,11 +116,59 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Return when the store answers; StoreUnavailable otherwise."""
 
+    async def seen(self, keys: list[str], now: float) -> list[bool]:
+        """Whether each idempotency key was already processed: one cheap round trip that lets
+        re-sent notifications, the common case in a storm, skip routing and admission. Only a
+        hint: admit() decides again, atomically."""
+
     async def admit(self, plan: AdmissionPlan, now: float) -> AdmitResult:
-        """Decide a whole payload atomically: dedup, cooldown, records, enqueue, resolutions."""
+        """Decide a whole payload atomically: dedup, cooldown, records, enqueue, resolutions.
+
+        Raises Overloaded, recording nothing, when its new executions could push the number
+        queued or running past max_queued.
+        """
 
     async def claim(self, consumer: str, wait_s: float) -> Execution | None:
-        """Take the next queued execution and mark it running; None if none came within wait_s."""
+        """Take the next execution to run, or None if none came within wait_s.
+
+        First one whose worker has been silent for `reclaim_after_s` (returned as it stands:
+        running or rolling_back, with a `resumed` event), else the next queued one, moved to
+        running. A queued execution whose lock another holds waits (lock_policy wait) or is
+        cancelled (skip) instead of being returned.
+        """
+
+    async def heartbeat(self, execution_id: str, consumer: str) -> Lease:
+        """Keep this worker's claim on a running execution alive, and read its status."""
+
+    async def note_outcome(self, rule: str, *, failed: bool, failures: int, per_s: float, now: float) -> bool:
+        """Record how an execution of a rule with a circuit breaker ended: a success clears its
+        failures in a row; the `failures`-th failure in a row opens the breaker for per_s (True)."""
+
+    async def reset_breaker(self, rule: str) -> bool:
+        """An operator closes the rule's breaker and clears its rate window and failures; True if
+        it was open."""
+
+    async def backlog(self) -> int:
+        """How many executions are queued or running now (what max_queued bounds)."""
+
+    async def breakers(self, rules: list[str], now: float) -> dict[str, float]:
+        """Which of these rules have an open breaker, and when each closes by itself."""
+
+    async def release(self, execution_id: str, consumer: str, *, now: float) -> bool:
+        """Hand a running execution back (this worker is stopping): the next claim anywhere takes
+        it over at once, as if its worker had been silent for reclaim_after_s."""
+
+    async def await_approval(self, execution_id: str, approval: Approval, *, now: float) -> bool:
+        """running -> waiting_approval: record the request and release the worker's claim."""
+
+    async def decide(self, execution_id: str, decision: Decision, *, now: float) -> bool:
+        """waiting_approval -> queued: record the decision and queue the execution to resume.
+
+        False (changing nothing) when the execution is not waiting for approval.
+        """
+
+    async def expired_approvals(self, now: float) -> list[str]:
+        """Executions waiting for an approval whose deadline has passed."""
 
     async def save_steps(self, execution_id: str, steps: list[StepRecord], event: TimelineEvent) -> None:
         """Checkpoint the steps of a running execution together with a timeline event."""

@@ -17,22 +17,26 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from receiver.dedup import AdmissionPlan, Outcome
-from receiver.errors import StoreUnavailable
+from receiver.errors import Overloaded, StoreUnavailable
 from receiver.execution import (
+    Approval,
+    Decision,
     Execution,
     ExecutionMeta,
     StepRecord,
     TimelineEvent,
     id_time_bound,
 )
-from receiver.states import ExecutionStatus, sources_of
+from receiver.states import TERMINAL, ExecutionStatus, sources_of
 from receiver.store.base import (
     AdmitResult,
     Decided,
     HistoryQuery,
+    Lease,
     Page,
     ResolvedUpdate,
     StoreLimits,
+    taken_over,
 )
 
 # Every key starts with this prefix so that the receiver can share a Redis with other users.
@@ -48,10 +52,15 @@ _CONNECTION_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingE
 
 
 def _script(name: str) -> str:
-    return resources.files("receiver.store").joinpath(name).read_text(encoding="utf-8")
+    """A script with the shared functions of lib.lua before it."""
+    folder = resources.files("receiver.store")
+    return folder.joinpath("lib.lua").read_text(encoding="utf-8") + folder.joinpath(name).read_text(
+        encoding="utf-8"
+    )
 
 
 def _event(at: float, event: str, *, step: str | None = None, detail: str | None = None) -> str:
+    """A timeline event as the JSON the scripts push."""
     return TimelineEvent(at=at, event=event, step=step, detail=detail).model_dump_json(exclude_none=True)
 
 
@@ -72,26 +81,40 @@ class RedisStore:
         self._p = prefix
         self._queue = f"{prefix}queue"
         self._admit = client.register_script(_script("admit.lua"))
-        self._start = client.register_script(_script("start.lua"))
+        self._take = client.register_script(_script("take.lua"))
         self._transition = client.register_script(_script("transition.lua"))
+        self._heartbeat = client.register_script(_script("heartbeat.lua"))
+        self._park = client.register_script(_script("park.lua"))
+        self._release = client.register_script(_script("release.lua"))
+        self._decide = client.register_script(_script("decide.lua"))
         self._group_ready = False
+        self._reclaim_cursor = "0-0"
+        self._sentinels: list[aioredis.Redis] = []  # connections to Sentinels, closed with the store
 
     @classmethod
     def from_url(
         cls, url: str, *, limits: StoreLimits | None = None, prefix: str = DEFAULT_PREFIX
     ) -> RedisStore:
-        """Connect lazily to a redis:// or rediss:// URL."""
-        client = aioredis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_connect_timeout=2,
-            health_check_interval=10,
-            # After a Redis restart every pooled connection is dead; retry once on a fresh one
-            # instead of failing the call. Safe for every call here: admission is idempotent
-            # (seen keys), start and transition are compare-and-set, the rest are reads.
-            retry=Retry(NoBackoff(), 1),
-        )
-        return cls(client, limits=limits, prefix=prefix)
+        """Connect lazily to a redis://, rediss:// (TLS) or unix:// URL, or to the primary a set
+        of Sentinels names: redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB]."""
+        options: dict[str, Any] = {
+            "decode_responses": True,
+            "socket_connect_timeout": 2,
+            # A Redis that hangs (paused, or a network that drops packets) must fail calls, not
+            # stall the receiver; longer than the 1s blocking reads workers make.
+            "socket_timeout": 5,
+            "health_check_interval": 10,
+            # After a Redis restart (or a failover) every pooled connection is dead; retry once on
+            # a fresh one instead of failing the call. Safe for every call here: admission is
+            # idempotent (seen keys), start and transition are compare-and-set, the rest are reads.
+            "retry": Retry(NoBackoff(), 1),
+        }
+        if url.startswith(("redis+sentinel://", "rediss+sentinel://")):
+            client, sentinels = _sentinel_client(url, options)
+            store = cls(client, limits=limits, prefix=prefix)
+            store._sentinels = sentinels
+            return store
+        return cls(aioredis.Redis.from_url(url, **options), limits=limits, prefix=prefix)
 
     @asynccontextmanager
     async def _guard(self) -> AsyncIterator[None]:
@@ -117,6 +140,14 @@ class RedisStore:
             if "BUSYGROUP" not in str(e):
                 raise
         self._group_ready = True
+
+    async def seen(self, keys: list[str], now: float) -> list[bool]:
+        """One MGET of the seen keys (one command: far cheaper in redis-py than a pipeline)."""
+        if not keys:
+            return []
+        async with self._guard():
+            values = await self._r.mget([self._k("seen", k) for k in keys])
+        return [v is not None for v in values]
 
     async def admit(self, plan: AdmissionPlan, now: float) -> AdmitResult:
         """Run the admission script once for the whole payload."""
@@ -145,6 +176,11 @@ class RedisStore:
                         "on_resolved": m.on_resolved,
                         "cooldown_key": c.cooldown_key,
                         "cooldown_ms": int(c.cooldown_s * 1000),
+                        "lock": m.lock,
+                        "lock_policy": m.lock_policy,
+                        "rule": m.rule,
+                        "rate_max": c.rate_max,
+                        "rate_per_ms": int(c.rate_per_s * 1000),
                         "event": _event(now, "queued", detail=f"rule {m.rule} matched"),
                         "idx": [
                             self._k("idx", "all"),
@@ -158,10 +194,15 @@ class RedisStore:
             alerts.append(item)
         req = {
             "prefix": self._p,
+            "group": GROUP,
             "now": repr(now),
+            "now_ms": int(now * 1000),
             "seen_ttl_ms": int(lim.idempotency_ttl_s * 1000),
             "retention_ms": int(lim.retention_s * 1000),
             "max_executions": lim.max_executions,
+            "max_queued": lim.max_queued,
+            "terminal": {s.value: True for s in TERMINAL},
+            "candidates": sum(len(a.candidates) for a in plan.alerts),
             "cutoff": id_time_bound(now - lim.retention_s),
             "alerts": alerts,
         }
@@ -169,6 +210,8 @@ class RedisStore:
             await self._ensure_group()
             raw = await self._admit(args=[json.dumps(req)])
         rows = json.loads(raw) or []  # cjson encodes an empty table as {}
+        if isinstance(rows, dict) and "full" in rows:
+            raise Overloaded(int(rows["full"]), lim.max_queued)
         result = AdmitResult()
         for ident, what in rows:
             if what in ("cancelled", "resolved"):
@@ -178,14 +221,19 @@ class RedisStore:
         return result
 
     async def claim(self, consumer: str, wait_s: float) -> Execution | None:
-        """Read messages through the consumer group until one's execution moves to running.
-
-        A message whose execution is no longer queued (cancelled while it waited) is acknowledged
-        and skipped.
+        """Reclaim a message idle past reclaim_after_s (XAUTOCLAIM), else read new ones through the
+        consumer group until one's execution starts. Stale messages are acknowledged and skipped.
         """
         deadline = time.monotonic() + wait_s
         async with self._guard():
             await self._ensure_group()
+            try:
+                reclaimed = await self._reclaim(consumer)
+            except rexc.ResponseError as e:
+                await self._recreate_group(e)
+                reclaimed = None
+            if reclaimed is not None:
+                return reclaimed
             while True:
                 block = max(1, int((deadline - time.monotonic()) * 1000))
                 try:
@@ -193,27 +241,158 @@ class RedisStore:
                         GROUP, consumer, {self._queue: ">"}, count=1, block=block
                     )
                 except rexc.ResponseError as e:
-                    if "NOGROUP" not in str(e):
-                        raise
-                    # Redis restarted without its data: create the group again, from the start
-                    # of whatever the stream holds now.
-                    self._group_ready = False
-                    await self._ensure_group()
+                    await self._recreate_group(e)
                     continue
                 if not resp:
                     return None
                 _, messages = resp[0]
                 msg_id, fields = messages[0]
-                ident = str(fields["id"])
-                now = time.time()
-                started = await self._start(
-                    keys=[self._k("exec", ident), self._k("exec", ident, "timeline"), self._queue],
-                    args=[GROUP, msg_id, repr(now), _event(now, "running")],
-                )
-                if started:
-                    return await self.get(ident)
+                execution = await self._take_message(consumer, str(fields["id"]), msg_id, reclaimed=False)
+                if execution is not None:
+                    return execution
                 if time.monotonic() >= deadline:
                     return None
+
+    async def _recreate_group(self, e: rexc.ResponseError) -> None:
+        """Redis restarted without its data (NOGROUP): create the group again, from the start of
+        whatever the stream holds now. Any other error propagates."""
+        if "NOGROUP" not in str(e):
+            raise e
+        self._group_ready = False
+        self._reclaim_cursor = "0-0"
+        await self._ensure_group()
+
+    async def _reclaim(self, consumer: str) -> Execution | None:
+        idle_ms = int(self._limits.reclaim_after_s * 1000)
+        resp: Any = await self._r.xautoclaim(
+            self._queue, GROUP, consumer, idle_ms, start_id=self._reclaim_cursor, count=1
+        )
+        self._reclaim_cursor = str(resp[0])
+        for msg_id, fields in resp[1]:
+            if fields:  # an entry deleted from the stream comes back without fields
+                return await self._take_message(consumer, str(fields["id"]), msg_id, reclaimed=True)
+        return None
+
+    async def _take_message(
+        self, consumer: str, ident: str, msg_id: str, *, reclaimed: bool
+    ) -> Execution | None:
+        now = time.time()
+        req = {
+            "prefix": self._p,
+            "group": GROUP,
+            "id": ident,
+            "msg": msg_id,
+            "now": repr(now),
+            "reclaimed": reclaimed,
+            "retention_ms": int(self._limits.retention_s * 1000),
+            "running_event": _event(now, "running", detail=f"worker {consumer}"),
+            "resumed_event": _event(now, "resumed", detail=taken_over(consumer)),
+            "terminal": {s.value: True for s in TERMINAL},
+        }
+        if await self._take(args=[json.dumps(req)]):
+            return await self.get(ident)
+        return None
+
+    async def heartbeat(self, execution_id: str, consumer: str) -> Lease:
+        """Reset the execution's message idle time unless another consumer took it."""
+        req = {"prefix": self._p, "group": GROUP, "id": execution_id, "consumer": consumer}
+        async with self._guard():
+            status, held = await self._heartbeat(args=[json.dumps(req)])
+        return Lease(status=ExecutionStatus(status) if status else None, held=bool(held))
+
+    async def release(self, execution_id: str, consumer: str, *, now: float) -> bool:
+        """Set the message's idle time past reclaim_after (XCLAIM ... IDLE) if this consumer owns it."""
+        req = {
+            "prefix": self._p,
+            "group": GROUP,
+            "id": execution_id,
+            "consumer": consumer,
+            "idle_ms": int(self._limits.reclaim_after_s * 1000) + 1000,
+            "event": _event(now, "handed_back", detail=f"worker {consumer} is stopping"),
+        }
+        async with self._guard():
+            return bool(await self._release(args=[json.dumps(req)]))
+
+    async def note_outcome(self, rule: str, *, failed: bool, failures: int, per_s: float, now: float) -> bool:
+        """INCR the rule's failures in a row (DEL on success); open its breaker (True) at `failures`."""
+        fails, breaker = self._k("fails", rule), self._k("breaker", rule)
+        async with self._guard():
+            if not failed:
+                await self._r.delete(fails)
+                return False
+            pipe = self._r.pipeline(transaction=True)
+            pipe.incr(fails)
+            pipe.pexpire(fails, int(per_s * 1000))
+            n, _ = await pipe.execute()
+            if int(n) < failures:
+                return False
+            pipe = self._r.pipeline(transaction=True)
+            pipe.set(breaker, "failures", px=int(per_s * 1000))
+            pipe.delete(fails)
+            await pipe.execute()
+            return True
+
+    async def reset_breaker(self, rule: str) -> bool:
+        """DEL the breaker, the rate window and the failure count; True if the breaker was open."""
+        async with self._guard():
+            pipe = self._r.pipeline(transaction=True)
+            pipe.delete(self._k("breaker", rule))
+            pipe.delete(self._k("rate", rule), self._k("fails", rule))
+            opened, _ = await pipe.execute()
+        return bool(opened)
+
+    async def backlog(self) -> int:
+        """XLEN of the queue stream: one message per queued or running execution."""
+        async with self._guard():
+            return int(await self._r.xlen(self._queue))
+
+    async def breakers(self, rules: list[str], now: float) -> dict[str, float]:
+        """PTTL of each rule's breaker key: open ones with when they close."""
+        if not rules:
+            return {}
+        async with self._guard():
+            pipe = self._r.pipeline(transaction=False)
+            for rule in rules:
+                pipe.pttl(self._k("breaker", rule))
+            ttls = await pipe.execute()
+        return {rule: now + int(ms) / 1000 for rule, ms in zip(rules, ttls, strict=True) if int(ms) > 0}
+
+    async def await_approval(self, execution_id: str, approval: Approval, *, now: float) -> bool:
+        """Park the execution: waiting_approval, message acknowledged, deadline indexed."""
+        req = {
+            "prefix": self._p,
+            "group": GROUP,
+            "id": execution_id,
+            "approval": approval.model_dump_json(),
+            "deadline": repr(approval.deadline),
+            # Kept at least until the deadline has passed and then some.
+            "retention_ms": int(max(self._limits.retention_s, approval.deadline - now + 86400) * 1000),
+            "event": _event(
+                now,
+                ExecutionStatus.WAITING_APPROVAL.value,
+                step=approval.step,
+                detail=approval.message or None,
+            ),
+        }
+        async with self._guard():
+            return bool(await self._park(args=[json.dumps(req)]))
+
+    async def decide(self, execution_id: str, decision: Decision, *, now: float) -> bool:
+        """Record the decision and queue the execution again."""
+        req = {
+            "prefix": self._p,
+            "id": execution_id,
+            "decision": decision.model_dump_json(),
+            "event": _event(now, decision.verdict.value, detail=decision.describe()),
+        }
+        async with self._guard():
+            return bool(await self._decide(args=[json.dumps(req)]))
+
+    async def expired_approvals(self, now: float) -> list[str]:
+        """Ids in the approvals index whose deadline is at or before now."""
+        async with self._guard():
+            ids: list[str] = await self._r.zrangebyscore(self._k("approvals"), "-inf", now)  # type: ignore[assignment]
+        return ids
 
     async def save_steps(self, execution_id: str, steps: list[StepRecord], event: TimelineEvent) -> None:
         """Write the steps and a timeline event in one transaction."""
@@ -227,21 +406,21 @@ class RedisStore:
     async def transition(
         self, execution_id: str, status: ExecutionStatus, *, now: float, error: str | None
     ) -> bool:
-        """Compare-and-set the status in one script; acknowledge the queue message when terminal."""
-        sources = sorted(s.value for s in sources_of(status))
+        """Compare-and-set the status in one script; a terminal state acknowledges the queue
+        message, passes the lock on and drops any approval deadline."""
+        req = {
+            "prefix": self._p,
+            "group": GROUP,
+            "id": execution_id,
+            "status": status.value,
+            "now": repr(now),
+            "error": error or "",
+            "event": _event(now, status.value, detail=error),
+            "terminal": status.terminal,
+            "sources": sorted(s.value for s in sources_of(status)),
+        }
         async with self._guard():
-            done = await self._transition(
-                keys=[self._k("exec", execution_id), self._k("exec", execution_id, "timeline"), self._queue],
-                args=[
-                    GROUP,
-                    status.value,
-                    repr(now),
-                    error or "",
-                    _event(now, status.value, detail=error),
-                    "1" if status.terminal else "0",
-                    *sources,
-                ],
-            )
+            done = await self._transition(args=[json.dumps(req)])
         return bool(done)
 
     async def status(self, execution_id: str) -> ExecutionStatus | None:
@@ -310,8 +489,10 @@ class RedisStore:
         return Page(items=items, next_cursor=last_seen)
 
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (and those to the Sentinels)."""
         await self._r.aclose()
+        for sentinel in self._sentinels:
+            await sentinel.aclose()
 
 
 def _decode(h: dict[str, str], timeline: list[str]) -> Execution | None:
@@ -326,4 +507,41 @@ def _decode(h: dict[str, str], timeline: list[str]) -> Execution | None:
         error=h.get("error") or None,
         steps=[StepRecord.model_validate(s) for s in json.loads(h.get("steps", "[]"))],
         timeline=[TimelineEvent.model_validate_json(t) for t in timeline],
+        approval=_approval(h),
     )
+
+
+def _approval(h: dict[str, str]) -> Approval | None:
+    if "approval" not in h:
+        return None
+    approval = Approval.model_validate_json(h["approval"])
+    if "decision" in h:
+        approval = approval.model_copy(update={"decision": Decision.model_validate_json(h["decision"])})
+    return approval
+
+
+def _sentinel_client(url: str, options: dict[str, Any]) -> tuple[aioredis.Redis, list[aioredis.Redis]]:
+    """A client for the primary that the Sentinels in the URL name (it follows failovers), and
+    the clients of the Sentinels themselves."""
+    from urllib.parse import unquote, urlsplit
+
+    from redis.asyncio.sentinel import Sentinel
+
+    parts = urlsplit(url)
+    hosts = []
+    for item in parts.netloc.rpartition("@")[2].split(","):
+        host, _, port = item.rpartition(":")
+        hosts.append((host or item, int(port) if port.isdigit() else 26379))
+    path = [p for p in parts.path.split("/") if p]
+    if not path:
+        raise ValueError(f"{url}: name the Sentinel service: redis+sentinel://HOST:PORT/SERVICE[/DB]")
+    password = unquote(parts.password) if parts.password else None
+    sentinel = Sentinel(hosts, socket_timeout=2, socket_connect_timeout=2)  # type: ignore[no-untyped-call]
+    client: aioredis.Redis = sentinel.master_for(
+        path[0],
+        db=int(path[1]) if len(path) > 1 else 0,
+        password=password,
+        ssl=parts.scheme.startswith("rediss"),
+        **options,
+    )
+    return client, list(sentinel.sentinels)

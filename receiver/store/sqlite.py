@@ -15,17 +15,27 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from receiver.dedup import AdmissionPlan, Outcome
-from receiver.errors import StoreUnavailable
-from receiver.execution import Execution, ExecutionMeta, StepRecord, TimelineEvent, id_time_bound
-from receiver.states import ExecutionStatus, sources_of
+from receiver.dedup import AdmissionPlan, Candidate, Outcome
+from receiver.errors import Overloaded, StoreUnavailable
+from receiver.execution import (
+    Approval,
+    Decision,
+    Execution,
+    ExecutionMeta,
+    StepRecord,
+    TimelineEvent,
+    id_time_bound,
+)
+from receiver.states import TERMINAL, ExecutionStatus, sources_of
 from receiver.store.base import (
     AdmitResult,
     Decided,
     HistoryQuery,
+    Lease,
     Page,
     ResolvedUpdate,
     StoreLimits,
+    taken_over,
 )
 
 T = TypeVar("T")
@@ -47,6 +57,20 @@ CREATE TABLE IF NOT EXISTS executions (
     error TEXT,
     steps TEXT NOT NULL DEFAULT '[]'
 );
+CREATE TABLE IF NOT EXISTS rate (
+    rule TEXT NOT NULL,
+    at REAL NOT NULL,
+    id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rate_rule ON rate (rule, at);
+CREATE TABLE IF NOT EXISTS counters (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS locks (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS executions_status ON executions (status, id);
 CREATE INDEX IF NOT EXISTS executions_fingerprint ON executions (fingerprint, id);
 CREATE INDEX IF NOT EXISTS executions_rule ON executions (rule, id);
@@ -65,8 +89,32 @@ CREATE TABLE IF NOT EXISTS expiring (
 """
 
 
-def _event(at: float, event: str, *, detail: str | None = None) -> str:
-    return TimelineEvent(at=at, event=event, detail=detail).model_dump_json(exclude_none=True)
+# Columns added after the first release; a database made before gets them on open.
+_ADDED_COLUMNS = {
+    "approval": "TEXT",
+    "decision": "TEXT",
+    "approval_deadline": "REAL",
+    "lock": "TEXT NOT NULL DEFAULT ''",
+    "lock_policy": "TEXT NOT NULL DEFAULT 'wait'",
+    "lock_wait": "INTEGER NOT NULL DEFAULT 0",  # a waiting_lock event was recorded
+    "owner": "TEXT",  # the worker running it
+    "heartbeat_at": "REAL",  # when that worker last said it was alive
+}
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    have = {row[1] for row in db.execute("PRAGMA table_info(executions)")}
+    for column, kind in _ADDED_COLUMNS.items():
+        if column not in have:
+            db.execute(f"ALTER TABLE executions ADD COLUMN {column} {kind}")
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS executions_deadline ON executions (approval_deadline)"
+        " WHERE status = 'waiting_approval'"
+    )
+
+
+def _event(at: float, event: str, *, step: str | None = None, detail: str | None = None) -> str:
+    return TimelineEvent(at=at, event=event, step=step, detail=detail).model_dump_json(exclude_none=True)
 
 
 class SQLiteStore:
@@ -92,6 +140,7 @@ class SQLiteStore:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.executescript(_SCHEMA)
+                _migrate(db)
                 self._db = db
             return fn(self._db)
 
@@ -104,6 +153,21 @@ class SQLiteStore:
         """Return when the database file can be read."""
         await self._run(lambda db: db.execute("SELECT 1").fetchone())
 
+    async def seen(self, keys: list[str], now: float) -> list[bool]:
+        """Which seen keys exist and have not expired."""
+
+        def read(db: sqlite3.Connection) -> list[bool]:
+            found = set()
+            for k in keys:
+                row = db.execute(
+                    "SELECT 1 FROM expiring WHERE key = ? AND expires_at > ?", ("seen:" + k, now)
+                ).fetchone()
+                if row:
+                    found.add(k)
+            return [k in found for k in keys]
+
+        return await self._run(read)
+
     async def admit(self, plan: AdmissionPlan, now: float) -> AdmitResult:
         """Decide the whole payload in one IMMEDIATE transaction."""
         lim = self._limits
@@ -112,6 +176,14 @@ class SQLiteStore:
             result = AdmitResult()
             db.execute("BEGIN IMMEDIATE")
             try:
+                wanted = sum(len(a.candidates) for a in plan.alerts)
+                if lim.max_queued > 0 and wanted > 0:
+                    backlog = db.execute(
+                        "SELECT COUNT(*) FROM executions"
+                        " WHERE status IN ('queued', 'running', 'rolling_back')"
+                    ).fetchone()[0]
+                    if backlog + wanted > lim.max_queued:
+                        raise Overloaded(backlog, lim.max_queued)
                 db.execute("DELETE FROM expiring WHERE expires_at <= ?", (now,))
                 for a in plan.alerts:
                     if not _set_nx(db, "seen:" + a.seen_key, now + lim.idempotency_ttl_s):
@@ -123,14 +195,21 @@ class SQLiteStore:
                         continue
                     for c in a.candidates:
                         m = c.meta
-                        if c.cooldown_s > 0 and not _set_nx(
-                            db, "cooldown:" + c.cooldown_key, now + c.cooldown_s
-                        ):
-                            result.decided.append(Decided(m.id, Outcome.COOLDOWN))
+                        verdict = _breaker(db, c, now)
+                        cooling = verdict is None and c.cooldown_s > 0
+                        if cooling and not _set_nx(db, "cooldown:" + c.cooldown_key, now + c.cooldown_s):
+                            verdict = Outcome.COOLDOWN
+                        if verdict is not None:
+                            result.decided.append(Decided(m.id, verdict))
                             continue
+                        if c.rate_max > 0:
+                            db.execute(
+                                "INSERT INTO rate (rule, at, id) VALUES (?, ?, ?)", (m.rule, now, m.id)
+                            )
                         db.execute(
                             "INSERT INTO executions (id, status, rule, playbook, alertname, fingerprint,"
-                            " on_resolved, meta) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
+                            " on_resolved, meta, lock, lock_policy)"
+                            " VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
                             (
                                 m.id,
                                 m.rule,
@@ -139,6 +218,8 @@ class SQLiteStore:
                                 m.alert.fingerprint,
                                 m.on_resolved,
                                 m.model_dump_json(),
+                                m.lock,
+                                m.lock_policy,
                             ),
                         )
                         _push(db, m.id, _event(now, "queued", detail=f"rule {m.rule} matched"))
@@ -156,20 +237,23 @@ class SQLiteStore:
         return result
 
     async def claim(self, consumer: str, wait_s: float) -> Execution | None:
-        """Take the oldest queued execution, waiting up to wait_s for one to be admitted."""
+        """Take a running execution whose worker went silent, else the oldest queued one that
+        its lock lets start; wait up to wait_s for one to be admitted."""
+        idle = self._limits.reclaim_after_s
 
         def take(db: sqlite3.Connection) -> str | None:
             now = time.time()
-            row = db.execute(
-                "UPDATE executions SET status = 'running', started_at = ? WHERE id = ("
-                " SELECT id FROM executions WHERE status = 'queued' ORDER BY id LIMIT 1"
-                ") AND status = 'queued' RETURNING id",
-                (now,),
-            ).fetchone()
-            if row is None:
-                return None
-            _push(db, row[0], _event(now, "running"))
-            return str(row[0])
+            with _transaction(db):
+                row = db.execute(
+                    "UPDATE executions SET owner = ?, heartbeat_at = ? WHERE id = ("
+                    " SELECT id FROM executions WHERE status IN ('running', 'rolling_back')"
+                    " AND COALESCE(heartbeat_at, 0) < ? ORDER BY id LIMIT 1) RETURNING id",
+                    (consumer, now, now - idle),
+                ).fetchone()
+                if row is not None:
+                    _push(db, row[0], _event(now, "resumed", detail=taken_over(consumer)))
+                    return str(row[0])
+                return _start_next(db, consumer, now)
 
         self._wake.clear()  # before looking, so an admission while we look still wakes us
         ident = await self._run(take)
@@ -182,6 +266,159 @@ class SQLiteStore:
             if ident is None:
                 return None
         return await self.get(ident)
+
+    async def heartbeat(self, execution_id: str, consumer: str) -> Lease:
+        """Stamp heartbeat_at if this consumer still owns the execution."""
+
+        def beat(db: sqlite3.Connection) -> Lease:
+            with _transaction(db):
+                row = db.execute(
+                    "UPDATE executions SET heartbeat_at = ? WHERE id = ? AND owner = ? RETURNING status",
+                    (time.time(), execution_id, consumer),
+                ).fetchone()
+                if row is not None:
+                    return Lease(status=ExecutionStatus(row[0]), held=True)
+                row = db.execute("SELECT status FROM executions WHERE id = ?", (execution_id,)).fetchone()
+                return Lease(status=None if row is None else ExecutionStatus(row[0]), held=row is None)
+
+        return await self._run(beat)
+
+    async def release(self, execution_id: str, consumer: str, *, now: float) -> bool:
+        """Clear heartbeat_at if this consumer owns the execution, so a claim takes it at once."""
+        event = _event(now, "handed_back", detail=f"worker {consumer} is stopping")
+
+        def tx(db: sqlite3.Connection) -> bool:
+            with _transaction(db):
+                cur = db.execute(
+                    "UPDATE executions SET heartbeat_at = 0 WHERE id = ? AND owner = ?"
+                    " AND status IN ('running', 'rolling_back')",
+                    (execution_id, consumer),
+                )
+                if cur.rowcount == 0:
+                    return False
+                _push(db, execution_id, event)
+                return True
+
+        released = await self._run(tx)
+        if released:
+            self._wake.set()
+        return released
+
+    async def note_outcome(self, rule: str, *, failed: bool, failures: int, per_s: float, now: float) -> bool:
+        """Count the rule's failures in a row; open its breaker (True) at `failures`."""
+        key = "fails:" + rule
+
+        def tx(db: sqlite3.Connection) -> bool:
+            with _transaction(db):
+                if not failed:
+                    db.execute("DELETE FROM counters WHERE key = ?", (key,))
+                    return False
+                db.execute(
+                    "INSERT INTO counters (key, value) VALUES (?, 1)"
+                    " ON CONFLICT(key) DO UPDATE SET value = value + 1",
+                    (key,),
+                )
+                n = db.execute("SELECT value FROM counters WHERE key = ?", (key,)).fetchone()[0]
+                if n < failures:
+                    return False
+                db.execute("DELETE FROM counters WHERE key = ?", (key,))
+                db.execute("DELETE FROM expiring WHERE key = ?", ("breaker:" + rule,))
+                _set_nx(db, "breaker:" + rule, now + per_s)
+                return True
+
+        return await self._run(tx)
+
+    async def reset_breaker(self, rule: str) -> bool:
+        """Close the rule's breaker and forget its window and failures; True if it was open."""
+
+        def tx(db: sqlite3.Connection) -> bool:
+            with _transaction(db):
+                cur = db.execute("DELETE FROM expiring WHERE key = ?", ("breaker:" + rule,))
+                db.execute("DELETE FROM rate WHERE rule = ?", (rule,))
+                db.execute("DELETE FROM counters WHERE key = ?", ("fails:" + rule,))
+                return cur.rowcount > 0
+
+        return await self._run(tx)
+
+    async def backlog(self) -> int:
+        """Executions queued, running or rolling back."""
+
+        def read(db: sqlite3.Connection) -> int:
+            row = db.execute(
+                "SELECT COUNT(*) FROM executions WHERE status IN ('queued', 'running', 'rolling_back')"
+            ).fetchone()
+            return int(row[0])
+
+        return await self._run(read)
+
+    async def breakers(self, rules: list[str], now: float) -> dict[str, float]:
+        """The rules whose breaker is open, with when it closes by itself."""
+
+        def read(db: sqlite3.Connection) -> dict[str, float]:
+            out = {}
+            for rule in rules:
+                row = db.execute(
+                    "SELECT expires_at FROM expiring WHERE key = ? AND expires_at > ?",
+                    ("breaker:" + rule, now),
+                ).fetchone()
+                if row:
+                    out[rule] = float(row[0])
+            return out
+
+        return await self._run(read)
+
+    async def await_approval(self, execution_id: str, approval: Approval, *, now: float) -> bool:
+        """running -> waiting_approval with the request and its deadline; the owner is cleared."""
+        event = _event(
+            now, ExecutionStatus.WAITING_APPROVAL.value, step=approval.step, detail=approval.message or None
+        )
+
+        def tx(db: sqlite3.Connection) -> bool:
+            with _transaction(db):
+                cur = db.execute(
+                    "UPDATE executions SET status = 'waiting_approval', approval = ?, decision = NULL,"
+                    " approval_deadline = ?, owner = NULL WHERE id = ? AND status = 'running'",
+                    (approval.model_dump_json(), approval.deadline, execution_id),
+                )
+                if cur.rowcount == 0:
+                    return False
+                _push(db, execution_id, event)
+                return True
+
+        return await self._run(tx)
+
+    async def decide(self, execution_id: str, decision: Decision, *, now: float) -> bool:
+        """waiting_approval -> queued with the decision; wakes a worker."""
+        event = _event(now, decision.verdict.value, detail=decision.describe())
+
+        def tx(db: sqlite3.Connection) -> bool:
+            with _transaction(db):
+                cur = db.execute(
+                    "UPDATE executions SET status = 'queued', decision = ?, approval_deadline = NULL"
+                    " WHERE id = ? AND status = 'waiting_approval'",
+                    (decision.model_dump_json(), execution_id),
+                )
+                if cur.rowcount == 0:
+                    return False
+                _push(db, execution_id, event)
+                return True
+
+        decided = await self._run(tx)
+        if decided:
+            self._wake.set()
+        return decided
+
+    async def expired_approvals(self, now: float) -> list[str]:
+        """Waiting executions whose approval deadline is at or before now."""
+
+        def read(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute(
+                "SELECT id FROM executions WHERE status = 'waiting_approval' AND approval_deadline <= ?",
+                (now,),
+            ).fetchall()
+            return [str(r[0]) for r in rows]
+
+        return await self._run(read)
 
     async def save_steps(self, execution_id: str, steps: list[StepRecord], event: TimelineEvent) -> None:
         """Write the steps and a timeline event in one transaction."""
@@ -212,9 +449,14 @@ class SQLiteStore:
                 if cur.rowcount == 0:
                     return False
                 _push(db, execution_id, _event(now, status.value, detail=error))
+                if status.terminal:
+                    _ended(db, execution_id)
                 return True
 
-        return await self._run(tx)
+        moved = await self._run(tx)
+        if moved and status.terminal:
+            self._wake.set()  # a lock may have been freed
+        return moved
 
     async def status(self, execution_id: str) -> ExecutionStatus | None:
         """The status column."""
@@ -279,7 +521,60 @@ class SQLiteStore:
         self._pool.shutdown(wait=True)
 
 
-_COLUMNS = "id, status, meta, started_at, finished_at, resolved_at, error, steps"
+_COLUMNS = "id, status, meta, started_at, finished_at, resolved_at, error, steps, approval, decision"
+# How many queued executions one claim looks through for one its lock lets start.
+CLAIM_SCAN = 1000
+
+
+def _start_next(db: sqlite3.Connection, consumer: str, now: float) -> str | None:
+    """Start the oldest queued execution whose lock is free or already its own (inside a
+    transaction). Those behind a held lock wait (policy wait) or are cancelled (policy skip)."""
+    rows = db.execute(
+        "SELECT id, lock, lock_policy, lock_wait FROM executions WHERE status = 'queued' ORDER BY id LIMIT ?",
+        (CLAIM_SCAN,),
+    ).fetchall()
+    for ident, lock, policy, waited in rows:
+        if lock:
+            held = db.execute(
+                "SELECT holder, status FROM locks LEFT JOIN executions ON executions.id = holder"
+                " WHERE name = ?",
+                (lock,),
+            ).fetchone()
+            if (
+                held is not None
+                and held[0] != ident
+                and (held[1] is None or ExecutionStatus(held[1]).terminal)
+            ):
+                held = None  # its holder ended or expired without passing it on
+            if held is None:
+                db.execute("INSERT OR REPLACE INTO locks (name, holder) VALUES (?, ?)", (lock, ident))
+            elif held[0] != ident:
+                why = f"lock {lock} is held by execution {held[0]}"
+                if policy == "skip":
+                    db.execute(
+                        "UPDATE executions SET status = 'cancelled', finished_at = ?, error = ? WHERE id = ?",
+                        (now, f"skipped: {why}", ident),
+                    )
+                    _push(db, ident, _event(now, "cancelled", detail=f"skipped: {why}"))
+                elif not waited:
+                    db.execute("UPDATE executions SET lock_wait = 1 WHERE id = ?", (ident,))
+                    _push(db, ident, _event(now, "waiting_lock", detail=why))
+                continue
+        db.execute(
+            "UPDATE executions SET status = 'running', started_at = COALESCE(started_at, ?), owner = ?,"
+            " heartbeat_at = ? WHERE id = ?",
+            (now, consumer, now, ident),
+        )
+        _push(db, ident, _event(now, "running", detail=f"worker {consumer}"))
+        return str(ident)
+    return None
+
+
+def _ended(db: sqlite3.Connection, execution_id: str) -> None:
+    """What every move to a terminal state does besides the status: free the lock, forget any
+    approval deadline."""
+    db.execute("DELETE FROM locks WHERE holder = ?", (execution_id,))
+    db.execute("UPDATE executions SET approval_deadline = NULL WHERE id = ?", (execution_id,))
 
 
 class _transaction:
@@ -298,6 +593,21 @@ def _set_nx(db: sqlite3.Connection, key: str, expires_at: float) -> bool:
     return cur.rowcount == 1
 
 
+def _breaker(db: sqlite3.Connection, c: Candidate, now: float) -> Outcome | None:
+    """CIRCUIT_OPEN while the rule's breaker is open; RATE_LIMITED (opening it) when the rule ran
+    rate_max times within rate_per_s; None otherwise."""
+    if c.rate_max <= 0:
+        return None
+    rule = c.meta.rule
+    db.execute("DELETE FROM rate WHERE rule = ? AND at < ?", (rule, now - c.rate_per_s))
+    if db.execute("SELECT 1 FROM expiring WHERE key = ?", ("breaker:" + rule,)).fetchone():
+        return Outcome.CIRCUIT_OPEN
+    if db.execute("SELECT COUNT(*) FROM rate WHERE rule = ?", (rule,)).fetchone()[0] >= c.rate_max:
+        _set_nx(db, "breaker:" + rule, now + c.rate_per_s)
+        return Outcome.RATE_LIMITED
+    return None
+
+
 def _push(db: sqlite3.Connection, execution_id: str, event: str) -> None:
     db.execute("INSERT INTO timeline (execution_id, event) VALUES (?, ?)", (execution_id, event))
 
@@ -311,7 +621,7 @@ def _resolve(
         (fingerprint,),
     ).fetchall()
     for ident, status, on_resolved in rows:
-        cancel = status == "queued" and on_resolved == "cancel"
+        cancel = status in ("queued", "waiting_approval") and on_resolved == "cancel"
         if cancel:
             db.execute(
                 "UPDATE executions SET open = 0, resolved_at = ?, status = 'cancelled', finished_at = ?,"
@@ -319,6 +629,7 @@ def _resolve(
                 (resolved_at, now, "alert resolved before the remediation started", ident),
             )
             _push(db, ident, _event(now, "cancelled", detail="alert resolved before it ran"))
+            _ended(db, ident)
         else:
             db.execute("UPDATE executions SET open = 0, resolved_at = ? WHERE id = ?", (resolved_at, ident))
             _push(db, ident, _event(now, "alert_resolved"))
@@ -328,17 +639,27 @@ def _resolve(
 
 def _trim(db: sqlite3.Connection, now: float, lim: StoreLimits) -> None:
     cutoff = id_time_bound(now - lim.retention_s)
-    db.execute("DELETE FROM timeline WHERE execution_id < ?", (cutoff,))
-    db.execute("DELETE FROM executions WHERE id < ?", (cutoff,))
+    ended = ", ".join(f"'{s.value}'" for s in TERMINAL)
+    db.execute(
+        "DELETE FROM timeline WHERE execution_id IN"
+        f" (SELECT id FROM executions WHERE id < ? AND status IN ({ended}))",
+        (cutoff,),
+    )
+    db.execute(f"DELETE FROM executions WHERE id < ? AND status IN ({ended})", (cutoff,))
     excess = db.execute("SELECT COUNT(*) FROM executions").fetchone()[0] - lim.max_executions
-    if excess > 0:
-        old = [r[0] for r in db.execute("SELECT id FROM executions ORDER BY id LIMIT ?", (excess,))]
+    if excess > 0:  # only ended executions leave: live ones must never be lost to the cap
+        old = [
+            r[0]
+            for r in db.execute(
+                f"SELECT id FROM executions WHERE status IN ({ended}) ORDER BY id LIMIT ?", (excess,)
+            )
+        ]
         db.executemany("DELETE FROM timeline WHERE execution_id = ?", [(i,) for i in old])
         db.executemany("DELETE FROM executions WHERE id = ?", [(i,) for i in old])
 
 
 def _decode(db: sqlite3.Connection, row: tuple[Any, ...]) -> Execution:
-    ident, status, meta, started, finished, resolved, error, steps = row
+    ident, status, meta, started, finished, resolved, error, steps, approval, decision = row
     events = db.execute("SELECT event FROM timeline WHERE execution_id = ? ORDER BY seq", (ident,)).fetchall()
     return Execution(
         meta=ExecutionMeta.model_validate_json(meta),
@@ -349,4 +670,14 @@ def _decode(db: sqlite3.Connection, row: tuple[Any, ...]) -> Execution:
         error=error,
         steps=[StepRecord.model_validate(s) for s in json.loads(steps)],
         timeline=[TimelineEvent.model_validate_json(e[0]) for e in events],
+        approval=_approval(approval, decision),
     )
+
+
+def _approval(approval: str | None, decision: str | None) -> Approval | None:
+    if approval is None:
+        return None
+    a = Approval.model_validate_json(approval)
+    if decision is not None:
+        a = a.model_copy(update={"decision": Decision.model_validate_json(decision)})
+    return a

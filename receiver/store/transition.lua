@@ -1,27 +1,23 @@
--- Compare-and-set an execution's status; on a terminal state, acknowledge its queue message.
--- KEYS: exec hash, timeline list, queue stream.
--- ARGV: group, new status, now, error, event JSON, terminal ('1' or '0'), allowed sources...
-local st = redis.call('HGET', KEYS[1], 'status')
+-- Compare-and-set an execution's status; a terminal one also runs ended().
+-- ARGV[1]: JSON {prefix, group, id, status, now, error, event, terminal, sources}.
+local r = cjson.decode(ARGV[1])
+local p, id = r.prefix, r.id
+local ekey = p .. 'exec:' .. id
+local st = redis.call('HGET', ekey, 'status')
 local allowed = false
-for i = 7, #ARGV do
-  if ARGV[i] == st then allowed = true end
+for _, s in ipairs(r.sources) do
+  if s == st then allowed = true end
 end
 if not allowed then
   return 0
 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2])
-if ARGV[6] == '1' then
-  redis.call('HSET', KEYS[1], 'finished_at', ARGV[3])
+redis.call('HSET', ekey, 'status', r.status)
+if r.error ~= '' then
+  redis.call('HSET', ekey, 'error', r.error)
 end
-if ARGV[4] ~= '' then
-  redis.call('HSET', KEYS[1], 'error', ARGV[4])
-end
-redis.call('RPUSH', KEYS[2], ARGV[5])
-if ARGV[6] == '1' then
-  local msg = redis.call('HGET', KEYS[1], 'msg')
-  if msg then
-    redis.call('XACK', KEYS[3], ARGV[1], msg)
-    redis.call('XDEL', KEYS[3], msg)
-  end
+push_event(p, id, r.event)
+if r.terminal then
+  redis.call('HSET', ekey, 'finished_at', r.now)
+  ended(p, r.group, id)
 end
 return 1
