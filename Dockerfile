@@ -1,5 +1,7 @@
 # syntax=docker/dockerfile:1
-# Build: docker build -t receiver .   Run: docker run -p 9095:9095 -v $PWD/receiver.yml:/etc/receiver/receiver.yml receiver
+# Build: docker build -t receiver:0.1.0 .
+# Run:   docker run --read-only --tmpfs /tmp -v receiver-state:/var/lib/receiver -p 9095:9095 receiver:0.1.0
+# Only /var/lib/receiver (the SQLite file) and /tmp (scripts' scratch space) need to be writable.
 FROM python:3.11.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -14,7 +16,7 @@ COPY --from=build /opt/receiver /opt/receiver
 COPY rules /etc/receiver/rules
 COPY playbooks /etc/receiver/playbooks
 COPY receiver.yml /etc/receiver/receiver.yml
-ENV PATH=/opt/receiver/bin:$PATH PYTHONUNBUFFERED=1
+ENV PATH=/opt/receiver/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 USER 10001
 WORKDIR /var/lib/receiver
 EXPOSE 9095
