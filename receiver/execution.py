@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from receiver.models import Alert
 from receiver.states import ExecutionStatus, StepStatus
@@ -82,6 +82,18 @@ class StepRecord(BaseModel):
     timed_out: bool = False
     outputs: dict[str, Any] = Field(default_factory=dict)
     rollback: RollbackRecord | None = None
+
+
+_STEPS = TypeAdapter(list[StepRecord])
+
+
+def encode_steps(steps: list[StepRecord]) -> str:
+    """Step records as the JSON the stores keep (encoded by pydantic, without a dict per record)."""
+    return _STEPS.dump_json(steps).decode()
+
+
+def decode_steps(raw: str | bytes) -> list[StepRecord]:
+    return _STEPS.validate_json(raw)
 
 
 class Verdict(StrEnum):

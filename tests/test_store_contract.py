@@ -182,7 +182,7 @@ async def test_steps_and_transitions_are_recorded(store: Store, rules: tuple[Any
     e = await store.claim("c1", 1)
     assert e is not None
     step = StepRecord(id="s1", action="script", status=StepStatus.SUCCEEDED, exit_code=0, stdout="ok\n")
-    await store.save_steps(e.id, [step], TimelineEvent(at=NOW + 1, event="step_succeeded", step="s1"))
+    await store.save_steps(e.id, [step], [TimelineEvent(at=NOW + 1, event="step_succeeded", step="s1")])
     assert await store.transition(e.id, ExecutionStatus.SUCCEEDED, now=NOW + 2, error=None)
     assert not await store.transition(e.id, ExecutionStatus.FAILED, now=NOW + 3, error="late")  # terminal
     got = await store.get(e.id)

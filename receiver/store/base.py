@@ -6,6 +6,7 @@ process with no server) and one contract test suite runs against both.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -170,8 +171,10 @@ class Store(Protocol):
     async def expired_approvals(self, now: float) -> list[str]:
         """Executions waiting for an approval whose deadline has passed."""
 
-    async def save_steps(self, execution_id: str, steps: list[StepRecord], event: TimelineEvent) -> None:
-        """Checkpoint the steps of a running execution together with a timeline event."""
+    async def save_steps(
+        self, execution_id: str, steps: list[StepRecord], events: Sequence[TimelineEvent]
+    ) -> None:
+        """Checkpoint the steps of a running execution together with its new timeline events."""
 
     async def transition(
         self, execution_id: str, status: ExecutionStatus, *, now: float, error: str | None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
@@ -25,6 +25,8 @@ from receiver.execution import (
     ExecutionMeta,
     StepRecord,
     TimelineEvent,
+    decode_steps,
+    encode_steps,
     id_time_bound,
 )
 from receiver.states import TERMINAL, ExecutionStatus, sources_of
@@ -46,6 +48,8 @@ GROUP = "workers"
 # How many index entries one history request reads at most before it returns a cursor; bounds the
 # work of a request whose filters match little.
 HISTORY_SCAN_LIMIT = 5000
+# At most this often (or reclaim_after / 4) a claim scans for idle work when the last scan found none.
+RECLAIM_SCAN_S = 1.0
 HISTORY_BATCH = 200
 
 _CONNECTION_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError)
@@ -87,8 +91,10 @@ class RedisStore:
         self._park = client.register_script(_script("park.lua"))
         self._release = client.register_script(_script("release.lua"))
         self._decide = client.register_script(_script("decide.lua"))
+        self._checkpoint = client.register_script(_script("checkpoint.lua"))
         self._group_ready = False
         self._reclaim_cursor = "0-0"
+        self._reclaim_due = 0.0  # monotonic: no XAUTOCLAIM scan before, once one found nothing
         self._sentinels: list[aioredis.Redis] = []  # connections to Sentinels, closed with the store
 
     @classmethod
@@ -227,11 +233,12 @@ class RedisStore:
         deadline = time.monotonic() + wait_s
         async with self._guard():
             await self._ensure_group()
-            try:
-                reclaimed = await self._reclaim(consumer)
-            except rexc.ResponseError as e:
-                await self._recreate_group(e)
-                reclaimed = None
+            reclaimed = None
+            if time.monotonic() >= self._reclaim_due:
+                try:
+                    reclaimed = await self._reclaim(consumer)
+                except rexc.ResponseError as e:
+                    await self._recreate_group(e)
             if reclaimed is not None:
                 return reclaimed
             while True:
@@ -260,6 +267,7 @@ class RedisStore:
             raise e
         self._group_ready = False
         self._reclaim_cursor = "0-0"
+        self._reclaim_due = 0.0
         await self._ensure_group()
 
     async def _reclaim(self, consumer: str) -> Execution | None:
@@ -271,6 +279,10 @@ class RedisStore:
         for msg_id, fields in resp[1]:
             if fields:  # an entry deleted from the stream comes back without fields
                 return await self._take_message(consumer, str(fields["id"]), msg_id, reclaimed=True)
+        if self._reclaim_cursor == "0-0":
+            # A whole scan found nothing idle: scanning on every claim would cost each execution a
+            # round trip, and work counts as idle only after reclaim_after anyway.
+            self._reclaim_due = time.monotonic() + min(RECLAIM_SCAN_S, self._limits.reclaim_after_s / 4)
         return None
 
     async def _take_message(
@@ -289,9 +301,11 @@ class RedisStore:
             "resumed_event": _event(now, "resumed", detail=taken_over(consumer)),
             "terminal": {s.value: True for s in TERMINAL},
         }
-        if await self._take(args=[json.dumps(req)]):
-            return await self.get(ident)
-        return None
+        taken: Any = await self._take(args=[json.dumps(req)])
+        if not taken:
+            return None
+        flat, timeline = taken
+        return _decode(dict(zip(flat[::2], flat[1::2], strict=True)), timeline)
 
     async def heartbeat(self, execution_id: str, consumer: str) -> Lease:
         """Reset the execution's message idle time unless another consumer took it."""
@@ -394,14 +408,13 @@ class RedisStore:
             ids: list[str] = await self._r.zrangebyscore(self._k("approvals"), "-inf", now)  # type: ignore[assignment]
         return ids
 
-    async def save_steps(self, execution_id: str, steps: list[StepRecord], event: TimelineEvent) -> None:
-        """Write the steps and a timeline event in one transaction."""
-        payload = json.dumps([s.model_dump(mode="json") for s in steps])
+    async def save_steps(
+        self, execution_id: str, steps: list[StepRecord], events: Sequence[TimelineEvent]
+    ) -> None:
+        """Write the steps and the timeline events in one script call."""
+        encoded = [e.model_dump_json(exclude_none=True) for e in events]
         async with self._guard():
-            pipe = self._r.pipeline(transaction=True)
-            pipe.hset(self._k("exec", execution_id), "steps", payload)
-            pipe.rpush(self._k("exec", execution_id, "timeline"), event.model_dump_json(exclude_none=True))
-            await pipe.execute()
+            await self._checkpoint(args=[self._k("exec", execution_id), encode_steps(steps), *encoded])
 
     async def transition(
         self, execution_id: str, status: ExecutionStatus, *, now: float, error: str | None
@@ -505,7 +518,7 @@ def _decode(h: dict[str, str], timeline: list[str]) -> Execution | None:
         finished_at=float(h["finished_at"]) if "finished_at" in h else None,
         resolved_at=float(h["resolved_at"]) if "resolved_at" in h else None,
         error=h.get("error") or None,
-        steps=[StepRecord.model_validate(s) for s in json.loads(h.get("steps", "[]"))],
+        steps=decode_steps(h.get("steps", "[]")),
         timeline=[TimelineEvent.model_validate_json(t) for t in timeline],
         approval=_approval(h),
     )

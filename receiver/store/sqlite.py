@@ -7,10 +7,9 @@ is one transaction. The queue is the set of executions in state `queued`, oldest
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +23,8 @@ from receiver.execution import (
     ExecutionMeta,
     StepRecord,
     TimelineEvent,
+    decode_steps,
+    encode_steps,
     id_time_bound,
 )
 from receiver.states import TERMINAL, ExecutionStatus, sources_of
@@ -420,14 +421,18 @@ class SQLiteStore:
 
         return await self._run(read)
 
-    async def save_steps(self, execution_id: str, steps: list[StepRecord], event: TimelineEvent) -> None:
-        """Write the steps and a timeline event in one transaction."""
-        payload = json.dumps([s.model_dump(mode="json") for s in steps])
+    async def save_steps(
+        self, execution_id: str, steps: list[StepRecord], events: Sequence[TimelineEvent]
+    ) -> None:
+        """Write the steps and the timeline events in one transaction."""
+        payload = encode_steps(steps)
+        encoded = [e.model_dump_json(exclude_none=True) for e in events]
 
         def tx(db: sqlite3.Connection) -> None:
             with _transaction(db):
                 db.execute("UPDATE executions SET steps = ? WHERE id = ?", (payload, execution_id))
-                _push(db, execution_id, event.model_dump_json(exclude_none=True))
+                for event in encoded:
+                    _push(db, execution_id, event)
 
         await self._run(tx)
 
@@ -668,7 +673,7 @@ def _decode(db: sqlite3.Connection, row: tuple[Any, ...]) -> Execution:
         finished_at=finished,
         resolved_at=resolved,
         error=error,
-        steps=[StepRecord.model_validate(s) for s in json.loads(steps)],
+        steps=decode_steps(steps),
         timeline=[TimelineEvent.model_validate_json(e[0]) for e in events],
         approval=_approval(approval, decision),
     )
