@@ -148,3 +148,8 @@ class Integrations:
     alertmanager: AlertmanagerSettings | None = None
     kubernetes: KubernetesSettings | None = None
     outcome: OutcomeSettings = field(default_factory=OutcomeSettings)
+
+    @property
+    def reports_outcome(self) -> bool:
+        """Whether `outcome:` sends anything when an execution ends."""
+        return bool(self.outcome.notify) or (self.outcome.annotate and self.grafana is not None)

@@ -108,6 +108,9 @@ class Runner:
             "steps": {k: step_context(r) for k, r in self.records.items() if r.status in FINISHED},
         }
         self._lock = asyncio.Lock()
+        self._noted: list[TimelineEvent] = []  # written by the next checkpoint
+        # The alert's variables, computed once; each step's context sets RECEIVER_STEP.
+        self._environment = alert_environment(meta, step_id="", execution_url=url)
         self._running: dict[asyncio.Task[ActionResult], str] = {}
         self.cancelled = False  # an operator cancelled the execution while it ran
         self.abandoned = False  # another worker took it over: write nothing more
@@ -141,20 +144,28 @@ class Runner:
         for task in self._running:
             task.cancel()
 
-    async def checkpoint(self, event: TimelineEvent) -> None:
-        """Write every step record with a timeline event."""
+    def note(self, event: TimelineEvent) -> None:
+        """Keep a timeline event (its records already updated) for the next checkpoint to write."""
+        self._noted.append(event)
+
+    async def checkpoint(self, *events: TimelineEvent) -> None:
+        """Write every step record with the events noted since the last write and these; without
+        any, write nothing."""
         # Steps finish concurrently: take the snapshot inside the lock so an older one can never
         # be written after a newer one.
         async with self._lock:
             if self.abandoned:
                 return
+            pending = [*self._noted, *events]
+            self._noted.clear()
+            if not pending:
+                return
             steps = [self.records[s.id] for s in self.playbook.steps]
-            if event.detail:
-                event = event.model_copy(update={"detail": redact(event.detail)})
+            pending = [e.model_copy(update={"detail": redact(e.detail)}) if e.detail else e for e in pending]
             # Through a store outage the steps keep running; the record is written once it is back.
             await until_stored(
-                lambda: self.store.save_steps(self.meta.id, steps, event),
-                what=f"checkpoint {event.event}",
+                lambda: self.store.save_steps(self.meta.id, steps, pending),
+                what="checkpoint " + ", ".join(e.event for e in pending),
                 log=self.log,
                 give_up=lambda: self.abandoned,
             )
@@ -199,9 +210,10 @@ class Runner:
                 stop = out_of_time or self.cancelled or self.abandoned or self.draining
                 ready = [] if stop else list(decision.ready)
                 settled = False  # a step was skipped, failed or parked without running: plan again
+                starting: list[Step] = []
                 for sid in ready[: playbook.max_parallel - len(running)]:
                     step = self.steps[sid]
-                    if step.when is not None and not await self._condition(step):
+                    if step.when is not None and not self._condition(step):
                         settled = True
                         continue
                     if step.action == APPROVAL:
@@ -210,9 +222,20 @@ class Runner:
                     started = self.clock()
                     attempts = self.records[sid].attempts + 1
                     self._update(sid, status=StepStatus.RUNNING, started_at=started, attempts=attempts)
-                    await self.checkpoint(TimelineEvent(at=started, event="step_started", step=sid))
-                    self.log.info("step.started", step=sid, action=step.action, attempt=attempts)
-                    running[asyncio.create_task(self._attempts(step, deadline))] = sid
+                    self.note(TimelineEvent(at=started, event="step_started", step=sid))
+                    starting.append(step)
+                # One write records the steps that just ended and those about to start, before
+                # any starts: a worker taking over never runs a step that was recorded done, and
+                # knows which it must treat as interrupted.
+                await self.checkpoint()
+                for step in [] if self.abandoned else starting:
+                    self.log.info(
+                        "step.started",
+                        step=step.id,
+                        action=step.action,
+                        attempt=self.records[step.id].attempts,
+                    )
+                    running[asyncio.create_task(self._attempts(step, deadline))] = step.id
                 if settled:
                     continue
                 if not running:
@@ -222,9 +245,9 @@ class Runner:
                     sid = running.pop(task)
                     if task.cancelled():
                         result = ActionResult(ok=False, error="cancelled by an operator")
-                        await self._record_step(self.steps[sid], result, StepStatus.CANCELLED)
+                        self._record_step(self.steps[sid], result, StepStatus.CANCELLED)
                     else:
-                        await self._record_step(self.steps[sid], task.result())
+                        self._record_step(self.steps[sid], task.result())
         finally:
             for task in running:
                 task.cancel()  # shutdown: the script action kills its process group
@@ -332,8 +355,8 @@ class Runner:
         event = "approval_notified" if result.ok else "approval_notify_failed"
         await self.checkpoint(TimelineEvent(at=self.clock(), event=event, step=step_id, detail=result.error))
 
-    async def _condition(self, step: Step) -> bool:
-        """Evaluate `when`; record the step skipped (false) or failed (the expression failed)."""
+    def _condition(self, step: Step) -> bool:
+        """Evaluate `when`; note the step skipped (false) or failed (the expression failed)."""
         assert step.when is not None
         now = self.clock()
         try:
@@ -349,7 +372,7 @@ class Runner:
                 at=now, event="step_skipped", step=step.id, detail=f"when: {step.when.source}"
             )
         self.context["steps"][step.id] = step_context(rec)
-        await self.checkpoint(event)
+        self.note(event)
         return False
 
     async def _attempts(self, step: Step, deadline: float) -> ActionResult:
@@ -376,7 +399,7 @@ class Runner:
             attempt += 1
             self._update(step.id, attempts=self.records[step.id].attempts + 1)
 
-    async def _record_step(self, step: Step, result: ActionResult, status: StepStatus | None = None) -> None:
+    def _record_step(self, step: Step, result: ActionResult, status: StepStatus | None = None) -> None:
         finished = self.clock()
         if status is None:
             status = StepStatus.SUCCEEDED if result.ok else StepStatus.FAILED
@@ -384,9 +407,8 @@ class Runner:
             step.id, status=status, finished_at=finished, timed_out=result.timed_out, **result.recorded()
         )
         self.context["steps"][step.id] = step_context(rec)
-        await self.checkpoint(
-            TimelineEvent(at=finished, event=f"step_{status.value}", step=step.id, detail=result.error)
-        )
+        # Written with the next checkpoint, at the top of the run's loop, with the steps it starts.
+        self.note(TimelineEvent(at=finished, event=f"step_{status.value}", step=step.id, detail=result.error))
         self.metrics.step_duration.labels(step.action, status.value).observe(
             finished - (rec.started_at or finished)
         )
@@ -504,6 +526,8 @@ class Runner:
         elif status is not ExecutionStatus.CANCELLED:
             kinds.append("on_failure")
         kinds.append("always")
+        if not any(self.playbook.hooks.get(k) for k in kinds) and not self.integrations.reports_outcome:
+            return  # nothing would read it: spare the store a read of the whole record
         try:
             recovered = await self._alert_resolved()
         except StoreUnavailable:
@@ -532,7 +556,7 @@ class Runner:
         return ActionContext(
             execution_id=self.meta.id,
             step_id=step_id,
-            env=alert_environment(self.meta, step_id=step_id, execution_url=self.url),
+            env={**self._environment, "RECEIVER_STEP": step_id},
             output_limit=self.output_limit,
             alert_resolved=self._alert_resolved,
             integrations=self.integrations,

@@ -116,14 +116,19 @@ async def test_playbook_timeout_bounds_all_steps(tmp_path: Path, store: Store) -
 
 
 async def test_alert_reaches_script_as_environment(tmp_path: Path, store: Store) -> None:
-    """Labels, params and the execution id reach the script as environment variables, names escaped."""
+    """Labels, params and the execution id reach the script as environment variables, names
+    escaped, and each step's process sees its own step id as RECEIVER_STEP."""
     steps = """  - id: env
     action: script
-    with: {command: ["sh", "-c", 'echo "$ALERT_NAME|$ALERT_LABEL_TARGET|$PARAM_TARGET|$ALERT_LABEL_ODD_NAME_|$RECEIVER_EXECUTION_ID"']}
+    with: {command: ["sh", "-c", 'echo "$ALERT_NAME|$ALERT_LABEL_TARGET|$PARAM_TARGET|$ALERT_LABEL_ODD_NAME_|$RECEIVER_EXECUTION_ID|$RECEIVER_STEP"']}
+  - id: second
+    action: script
+    with: {command: ["sh", "-c", 'echo "$RECEIVER_STEP"']}
 """
     labels = {"target": "db-1; rm -rf /", "odd.name!": "v"}
     e = await run_one(config_with(tmp_path, steps), store, **labels)
-    assert e.steps[0].stdout == f"A|db-1; rm -rf /|db-1; rm -rf /|v|{e.id}\n"
+    assert e.steps[0].stdout == f"A|db-1; rm -rf /|db-1; rm -rf /|v|{e.id}|env\n"
+    assert e.steps[1].stdout == "second\n"
 
 
 async def test_render_error_fails_the_step_with_a_reason(tmp_path: Path, store: Store) -> None:

@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import signal
+import sys
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -128,6 +129,22 @@ async def _pidfd_readable(pid: int) -> None:
     finally:
         loop.remove_reader(fd)
         os.close(fd)
+
+
+def use_pidfd_child_watcher() -> None:
+    """On Python 3.11, learn of child exits through pidfds instead of a thread per child.
+
+    3.11's default child watcher starts a thread for each subprocess to block in waitpid; with
+    pidfds the event loop itself sees the exit. 3.12 and later choose pidfds themselves. Call it
+    before the event loop starts.
+    """
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:  # a kernel before 5.3, or a sandbox that forbids it
+        return
+    asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
 
 
 def _kill_group(pid: int, sig: signal.Signals) -> None:
