@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,8 +112,9 @@ class Engine:
         """Route every alert and admit the payload in one store call; StoreUnavailable propagates."""
         m = self.metrics
         now = self._clock()
-        for a in payload.alerts:
-            m.alerts_received.labels(a.status).inc()
+        received = Counter(a.status for a in payload.alerts)  # one metric update per status
+        for status, count in received.items():
+            m.alerts_received.labels(status).inc(count)
         report = IngestReport()
         for r in payload.rejected:
             m.alerts_rejected.inc()
@@ -169,6 +171,7 @@ class Engine:
             self.metrics.store_errors.labels("admit").inc()
             raise
         fresh = []
+        duplicates = 0
         for a, was_seen in zip(payload.alerts, known, strict=True):
             if not was_seen:
                 fresh.append(a)
@@ -176,7 +179,7 @@ class Engine:
             if a.status == "resolved":
                 continue
             for rule in matching(a, self.config.rules):
-                self.metrics.alerts_suppressed.labels(Outcome.DUPLICATE.value).inc()
+                duplicates += 1
                 report.suppressed.append(
                     {
                         "rule": rule.name,
@@ -186,6 +189,8 @@ class Engine:
                         "reason": Outcome.DUPLICATE.value,
                     }
                 )
+        if duplicates:
+            self.metrics.alerts_suppressed.labels(Outcome.DUPLICATE.value).inc(duplicates)
         if len(fresh) == len(payload.alerts):
             return payload
         return payload.model_copy(update={"alerts": fresh})
