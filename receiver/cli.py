@@ -12,7 +12,6 @@ from pathlib import Path
 from aiohttp import web
 
 from receiver import __version__
-from receiver.actions.script import use_pidfd_child_watcher
 from receiver.auth import TlsSettings
 from receiver.config import Config, load_config
 from receiver.dryrun import dry_run
@@ -65,7 +64,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         rules=len(config.rules),
         playbooks=len(config.playbooks),
     )
-    use_pidfd_child_watcher()
     web.run_app(
         create_app(config),
         host=host,
@@ -142,7 +140,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             if step.note:
                 print(f"    note: {step.note}")
         return 0
-    use_pidfd_child_watcher()
     return asyncio.run(_run_here(config, playbook.name, alert, params, rule, approve=args.approve))
 
 

@@ -588,8 +588,7 @@ class Runner:
             return ActionResult(ok=False, error=f"with.{loc}: {err['msg']} (after rendering)")
         ctx = self.action_context(step_id)
         try:
-            return await asyncio.wait_for(
-                action.run(params, ctx, timeout_s=timeout_s), timeout_s + ACTION_GRACE_S
-            )
+            async with asyncio.timeout(timeout_s + ACTION_GRACE_S):  # unlike wait_for, no extra task
+                return await action.run(params, ctx, timeout_s=timeout_s)
         except TimeoutError:
             return ActionResult(ok=False, error=f"timed out after {timeout_s:g}s", timed_out=True)

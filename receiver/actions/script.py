@@ -12,7 +12,7 @@ import contextlib
 import os
 import re
 import signal
-import sys
+import subprocess
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -87,64 +87,99 @@ class _Capture:
         return f"{head}\n[{self.cut} bytes cut]\n{tail}" if self.cut else head + tail
 
 
-async def _drain(stream: asyncio.StreamReader | None, tail: _Capture) -> None:
-    if stream is None:
-        return
-    while chunk := await stream.read(65536):
-        tail.feed(chunk)
+class _PipeReader:
+    """Reads a non-blocking pipe from the event loop's own callbacks into a capture, until EOF.
 
-
-async def _exited(proc: asyncio.subprocess.Process) -> None:
-    """Return once the process itself has exited.
-
-    Python 3.11's Process.wait() also waits for the pipes to close, which a background child
-    holding stdout can delay forever; returncode is set as soon as the exit is seen. A pidfd
-    (Linux) says at once when the process exits; then the child watcher sets returncode within a
-    moment. Without pidfd, returncode is polled.
+    No transport, protocol or task per stream: a step's process costs the loop a few callbacks.
     """
-    if proc.returncode is None:
-        await _pidfd_readable(proc.pid)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, capture: _Capture) -> None:
+        self.loop = loop
+        self.fd = fd
+        self.capture = capture
+        self.eof: asyncio.Future[None] = loop.create_future()
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            chunk = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if chunk:
+            self.capture.feed(chunk)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        """Stop reading (at EOF, or to cut off a writer that outlived the step)."""
+        if self.fd >= 0:
+            self.loop.remove_reader(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+        if not self.eof.done():
+            self.eof.set_result(None)
+
+
+def _spawn(params: ScriptParams, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int, int]:
+    """Start the command in a new session (its own process group) with stdout and stderr on
+    pipes; the read ends are returned. Raises OSError when it cannot start."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            params.command,
+            stdin=subprocess.DEVNULL,
+            stdout=out_w,
+            stderr=err_w,
+            env=env,
+            cwd=params.cwd,
+            start_new_session=True,
+        )
+    except BaseException:
+        os.close(out_r)
+        os.close(err_r)
+        raise
+    finally:
+        os.close(out_w)  # the child holds its copies; EOF comes when it and its children close them
+        os.close(err_w)
+    return proc, out_r, err_r
+
+
+async def _exited(proc: subprocess.Popen[bytes]) -> None:
+    """Return once the process itself has exited, and reap it.
+
+    Its pipes may stay open longer (a background child holding stdout); that does not delay this.
+    A pidfd (Linux 5.3+) wakes the loop at the exit; without one, the exit is polled.
+    """
+    if proc.poll() is not None:
+        return
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        fd = -1
+    if fd >= 0:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        loop.add_reader(fd, readable)
+        try:
+            await done
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+        proc.wait()  # it has exited: this only reaps it
+        return
     delay = 0.0005
-    while proc.returncode is None:
+    while proc.poll() is None:
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.02)
-
-
-async def _pidfd_readable(pid: int) -> None:
-    """Wait until the process `pid` has exited, through a pidfd; return at once if unavailable."""
-    try:
-        fd = os.pidfd_open(pid)
-    except (AttributeError, OSError):  # not Linux 5.3+, or the process is already gone
-        return
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-
-    def readable() -> None:
-        if not done.done():
-            done.set_result(None)
-
-    try:
-        loop.add_reader(fd, readable)
-        await done
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
-
-
-def use_pidfd_child_watcher() -> None:
-    """On Python 3.11, learn of child exits through pidfds instead of a thread per child.
-
-    3.11's default child watcher starts a thread for each subprocess to block in waitpid; with
-    pidfds the event loop itself sees the exit. 3.12 and later choose pidfds themselves. Call it
-    before the event loop starts.
-    """
-    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
-        return
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-    except OSError:  # a kernel before 5.3, or a sandbox that forbids it
-        return
-    asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
 
 
 def _kill_group(pid: int, sig: signal.Signals) -> None:
@@ -152,40 +187,31 @@ def _kill_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
 
 
-async def _terminate(proc: asyncio.subprocess.Process) -> None:
+async def _terminate(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM the process group, SIGKILL it after the grace period, and reap the leader."""
     _kill_group(proc.pid, signal.SIGTERM)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(_exited(proc), KILL_GRACE_S)
+        async with asyncio.timeout(KILL_GRACE_S):
+            await _exited(proc)
     # Children may ignore SIGTERM or outlive the leader: the group gets SIGKILL regardless.
     _kill_group(proc.pid, signal.SIGKILL)
     await _exited(proc)
 
 
-async def _collect(proc: asyncio.subprocess.Process, readers: asyncio.Future[Any]) -> None:
+async def _collect(proc: subprocess.Popen[bytes], readers: list[_PipeReader]) -> None:
     """Read what is left in the pipes after the process exited.
 
     A background child that keeps them open past the grace period is killed with the rest of the
     group (and one that escaped the group with setsid is cut off).
     """
+    pending = [r.eof for r in readers if not r.eof.done()]
+    if not pending:
+        return
     try:
-        await asyncio.wait_for(asyncio.shield(readers), KILL_GRACE_S)
+        async with asyncio.timeout(KILL_GRACE_S):
+            await asyncio.gather(*pending)
     except TimeoutError:
         _kill_group(proc.pid, signal.SIGKILL)
-        readers.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await readers
-
-
-def _close(proc: asyncio.subprocess.Process) -> None:
-    """Close the subprocess transport now.
-
-    Python 3.11 has no public way to do it, and the pipes would close only on a later loop
-    iteration, so a file descriptor could outlive the step.
-    """
-    transport = getattr(proc, "_transport", None)
-    if transport is not None:
-        transport.close()
 
 
 def child_env(params: ScriptParams, ctx: ActionContext, base: Mapping[str, str]) -> dict[str, str]:
@@ -207,33 +233,27 @@ class ScriptAction:
         assert isinstance(params, ScriptParams)
         limit = min(timeout_s, params.timeout) if params.timeout is not None else timeout_s
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *params.command,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=child_env(params, ctx, os.environ),
-                cwd=params.cwd,
-                start_new_session=True,
-            )
+            proc, out_fd, err_fd = _spawn(params, child_env(params, ctx, os.environ))
         except OSError as e:
             return ActionResult(ok=False, error=f"cannot start {params.command[0]!r}: {e.strerror or e}")
+        loop = asyncio.get_running_loop()
         out, err = _Capture(ctx.output_limit), _Capture(ctx.output_limit)
-        readers = asyncio.gather(_drain(proc.stdout, out), _drain(proc.stderr, err))
+        readers = [_PipeReader(loop, out_fd, out), _PipeReader(loop, err_fd, err)]
         timed_out = False
         try:
             try:
-                await asyncio.wait_for(_exited(proc), limit)
+                async with asyncio.timeout(limit):
+                    await _exited(proc)
             except TimeoutError:
                 timed_out = True
                 await _terminate(proc)
             await _collect(proc, readers)
         except asyncio.CancelledError:
             await _terminate(proc)
-            readers.cancel()
             raise
         finally:
-            _close(proc)
+            for reader in readers:
+                reader.close()
         code = proc.returncode
         if timed_out:
             return ActionResult(
