@@ -479,6 +479,7 @@ class Engine:
             self._active.pop(meta.id, None)
             self.metrics.executions_running.dec()
         if runner.handed_back:
+            await runner.checkpoint()  # the steps that ended before it stopped (unless taken over)
             # If the store is down, the execution is reclaimed after reclaim_after instead.
             with contextlib.suppress(StoreUnavailable):
                 await self.store.release(meta.id, consumer, now=self._clock())
@@ -489,6 +490,7 @@ class Engine:
         if status is ExecutionStatus.WAITING_APPROVAL:
             approval = runner.approval
             assert approval is not None
+            await runner.checkpoint()
             await until_stored(
                 lambda: self.store.await_approval(meta.id, approval, now=self._clock()),
                 what="waiting_approval",
@@ -499,8 +501,11 @@ class Engine:
             log.info("execution.waiting_approval", step=approval.step, url=runner.url)
             return status
         end, why = status, error
+        steps, events = runner.unwritten()  # the last steps' ends: written with the outcome
         await until_stored(
-            lambda: self.store.transition(meta.id, end, now=self._clock(), error=why),
+            lambda: self.store.transition(
+                meta.id, end, now=self._clock(), error=why, steps=steps, events=events
+            ),
             what=end.value,
             log=log,
             give_up=lambda: self._stopping,
@@ -522,6 +527,7 @@ class Engine:
                 return status, error
             if status in ROLLBACK_ON and runner.to_roll_back():
                 why = error
+                await runner.checkpoint()  # the failure before the rolling_back that it causes
                 await until_stored(
                     lambda: self.store.transition(
                         meta.id, ExecutionStatus.ROLLING_BACK, now=self._clock(), error=why

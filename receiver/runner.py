@@ -170,6 +170,16 @@ class Runner:
                 give_up=lambda: self.abandoned,
             )
 
+    def unwritten(self) -> tuple[list[StepRecord] | None, list[TimelineEvent]]:
+        """The step records and the events noted since the last checkpoint, for the engine to
+        write with the execution's status; (None, []) when there are none, or the run was
+        taken over."""
+        if self.abandoned or not self._noted:
+            return None, []
+        events = [e.model_copy(update={"detail": redact(e.detail)}) if e.detail else e for e in self._noted]
+        self._noted.clear()
+        return [self.records[s.id] for s in self.playbook.steps], events
+
     def _update(self, step_id: str, **fields: Any) -> StepRecord:
         rec = self.records[step_id].model_copy(update=fields)
         self.records[step_id] = rec
@@ -226,8 +236,10 @@ class Runner:
                     starting.append(step)
                 # One write records the steps that just ended and those about to start, before
                 # any starts: a worker taking over never runs a step that was recorded done, and
-                # knows which it must treat as interrupted.
-                await self.checkpoint()
+                # knows which it must treat as interrupted. When the run is over, the last steps'
+                # ends are left for the engine to write with the execution's next status.
+                if starting or settled or running:
+                    await self.checkpoint()
                 for step in [] if self.abandoned else starting:
                     self.log.info(
                         "step.started",
@@ -528,6 +540,7 @@ class Runner:
         kinds.append("always")
         if not any(self.playbook.hooks.get(k) for k in kinds) and not self.integrations.reports_outcome:
             return  # nothing would read it: spare the store a read of the whole record
+        await self.checkpoint()  # what ran is on record before hooks and reports, which may be slow
         try:
             recovered = await self._alert_resolved()
         except StoreUnavailable:
@@ -569,6 +582,8 @@ class Runner:
         if self.abandoned:
             return
         records = list(self.records.values())
+        if any(r.outputs.get("silence_id") for r in records):
+            await self.checkpoint()  # what ran is on record before calls to Alertmanager
         await outcome.expire_silences(records, self.integrations, self.checkpoint, self.clock, self.log)
         ctx = self.action_context("outcome")
         await outcome.report(ctx, self.integrations, self.metrics, self.checkpoint, self.clock, self.log)

@@ -192,6 +192,29 @@ async def test_steps_and_transitions_are_recorded(store: Store, rules: tuple[Any
     assert [t.event for t in got.timeline] == ["queued", "running", "step_succeeded", "succeeded"]
 
 
+async def test_transition_writes_the_last_checkpoint_before_the_status(
+    store: Store, rules: tuple[Any, ...]
+) -> None:
+    """A transition given the runner's last steps and events writes them in the same call, the
+    events before the status's own; refused, it still keeps them and leaves the status alone."""
+    await store.admit(plan(rules, alert("Disk", instance="n1")), NOW)
+    e = await store.claim("c1", 1)
+    assert e is not None
+    step = StepRecord(id="s1", action="script", status=StepStatus.SUCCEEDED, exit_code=0)
+    ended = [TimelineEvent(at=NOW + 1, event="step_succeeded", step="s1")]
+    assert await store.transition(
+        e.id, ExecutionStatus.SUCCEEDED, now=NOW + 2, error=None, steps=[step], events=ended
+    )
+    got = await store.get(e.id)
+    assert got is not None and got.steps == [step] and got.status is ExecutionStatus.SUCCEEDED
+    assert [t.event for t in got.timeline] == ["queued", "running", "step_succeeded", "succeeded"]
+    late = [TimelineEvent(at=NOW + 3, event="hook_failed", step="always[0]")]
+    assert not await store.transition(e.id, ExecutionStatus.FAILED, now=NOW + 3, error="x", events=late)
+    got = await store.get(e.id)
+    assert got is not None and got.status is ExecutionStatus.SUCCEEDED and got.error is None
+    assert [t.event for t in got.timeline][-1] == "hook_failed"
+
+
 async def test_transition_refuses_a_move_the_table_forbids(store: Store, rules: tuple[Any, ...]) -> None:
     """A queued execution cannot jump to succeeded: the store checks states.TRANSITIONS."""
     r = await store.admit(plan(rules, alert("Disk", instance="n1")), NOW)

@@ -177,12 +177,20 @@ class Store(Protocol):
         """Checkpoint the steps of a running execution together with its new timeline events."""
 
     async def transition(
-        self, execution_id: str, status: ExecutionStatus, *, now: float, error: str | None
+        self,
+        execution_id: str,
+        status: ExecutionStatus,
+        *,
+        now: float,
+        error: str | None,
+        steps: list[StepRecord] | None = None,
+        events: Sequence[TimelineEvent] = (),
     ) -> bool:
         """Move an execution to `status` if states.TRANSITIONS allows it from where it is.
 
         Sets finished_at when `status` is terminal, keeps a previous error when `error` is None,
-        and returns False (changing nothing) when the move is not allowed.
+        and returns False (changing nothing of the status) when the move is not allowed. `steps`
+        and `events`, a runner's last checkpoint, are written first in the same call either way.
         """
 
     async def status(self, execution_id: str) -> ExecutionStatus | None:

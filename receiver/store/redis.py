@@ -417,7 +417,14 @@ class RedisStore:
             await self._checkpoint(args=[self._k("exec", execution_id), encode_steps(steps), *encoded])
 
     async def transition(
-        self, execution_id: str, status: ExecutionStatus, *, now: float, error: str | None
+        self,
+        execution_id: str,
+        status: ExecutionStatus,
+        *,
+        now: float,
+        error: str | None,
+        steps: list[StepRecord] | None = None,
+        events: Sequence[TimelineEvent] = (),
     ) -> bool:
         """Compare-and-set the status in one script; a terminal state acknowledges the queue
         message, passes the lock on and drops any approval deadline."""
@@ -431,6 +438,8 @@ class RedisStore:
             "event": _event(now, status.value, detail=error),
             "terminal": status.terminal,
             "sources": sorted(s.value for s in sources_of(status)),
+            "steps": encode_steps(steps) if steps is not None else "",
+            "events": [e.model_dump_json(exclude_none=True) for e in events],
         }
         async with self._guard():
             done = await self._transition(args=[json.dumps(req)])

@@ -437,15 +437,29 @@ class SQLiteStore:
         await self._run(tx)
 
     async def transition(
-        self, execution_id: str, status: ExecutionStatus, *, now: float, error: str | None
+        self,
+        execution_id: str,
+        status: ExecutionStatus,
+        *,
+        now: float,
+        error: str | None,
+        steps: list[StepRecord] | None = None,
+        events: Sequence[TimelineEvent] = (),
     ) -> bool:
-        """Compare-and-set the status from any state that may move to it."""
+        """Compare-and-set the status from any state that may move to it, after writing the
+        runner's last checkpoint when given."""
         sources = sorted(s.value for s in sources_of(status))
         marks = ", ".join("?" for _ in sources)
         finished = now if status.terminal else None
+        payload = encode_steps(steps) if steps is not None else None
+        encoded = [e.model_dump_json(exclude_none=True) for e in events]
 
         def tx(db: sqlite3.Connection) -> bool:
             with _transaction(db):
+                if payload is not None:
+                    db.execute("UPDATE executions SET steps = ? WHERE id = ?", (payload, execution_id))
+                for event in encoded:
+                    _push(db, execution_id, event)
                 cur = db.execute(
                     "UPDATE executions SET status = ?, finished_at = COALESCE(?, finished_at),"
                     f" error = COALESCE(?, error) WHERE id = ? AND status IN ({marks})",
