@@ -1,6 +1,8 @@
 """The load generator, run in its own process: POST bodies from a file (one JSON body per line) to
 a URL over N connections, bounded by a request count and a duration, or at a fixed rate.
-`python -m bench.load URL BODIES CONNECTIONS SECONDS MAX_REQUESTS [RATE]`; prints JSON figures."""
+`python -m bench.load URL BODIES CONNECTIONS SECONDS MAX_REQUESTS [RATE [FIRST_N]]`; prints JSON
+figures. "__N__" in a body becomes a number from FIRST_N on, never the same twice in one run: give
+each run its own range and alerts stay new across runs."""
 
 from __future__ import annotations
 
@@ -22,10 +24,16 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 async def main(
-    url: str, bodies_file: str, connections: int, seconds: float, max_requests: int, rate: float
+    url: str,
+    bodies_file: str,
+    connections: int,
+    seconds: float,
+    max_requests: int,
+    rate: float,
+    first_n: int = 0,
 ) -> None:
     bodies = [line.encode() for line in BODIES.splitlines() if line]
-    counter = iter(range(10**9))
+    counter = iter(range(first_n, first_n + 10**9))
 
     def stamped(templates: list[bytes]) -> Iterator[bytes]:
         # "__N__" in a body becomes a number never sent before: those alerts are new.
@@ -100,5 +108,6 @@ if __name__ == "__main__":
             float(args[3]),
             int(args[4]),
             float(args[5]) if len(args) > 5 else 0.0,
+            int(args[6]) if len(args) > 6 else 0,
         )
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import ssl
 import sys
@@ -64,8 +65,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         rules=len(config.rules),
         playbooks=len(config.playbooks),
     )
+    app = create_app(config)
+    # Everything loaded so far lives as long as the process: keep the collector from walking it
+    # again at every full collection (a webhook allocates many short-lived objects).
+    gc.freeze()
     web.run_app(
-        create_app(config),
+        app,
         host=host,
         port=port,
         print=None,
