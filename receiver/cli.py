@@ -8,6 +8,8 @@ import gc
 import json
 import ssl
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aiohttp import web
@@ -16,9 +18,10 @@ from receiver import __version__
 from receiver.auth import TlsSettings
 from receiver.config import Config, load_config
 from receiver.dryrun import dry_run
-from receiver.errors import ConfigError, ConfigErrors, PayloadError
+from receiver.errors import ConfigError, ConfigErrors, PayloadError, StoreUnavailable
 from receiver.logs import configure, get_logger
 from receiver.models import Alert, parse_payload
+from receiver.routetest import RouteRow, StoreState, as_json, as_text, explain, read_state
 from receiver.rules import RouteDecision, route
 from receiver.states import ExecutionStatus
 
@@ -179,6 +182,62 @@ async def _run_here(
     return 0 if status is ExecutionStatus.SUCCEEDED else 2
 
 
+def cmd_route_test(args: argparse.Namespace) -> int:
+    """Show which rules an alert matches, in order, what each would run with which params, and
+    whether admission would suppress it now. Exit 0 when a rule matches, 1 when none does, 2 when
+    the config or the alert is bad."""
+    configure(json=False, level="warning", stream=sys.stderr)
+    config = _load(args)
+    if config is None:
+        return 2
+    try:
+        alert = _alert_for_route_test(args.alert, args.labels)
+    except (OSError, ValueError, PayloadError) as e:
+        print(f"receiver: {e}", file=sys.stderr)
+        return 2
+    rows = explain(alert, config.rules, config.playbooks)
+    state = None
+    if not args.offline:
+        try:
+            state = asyncio.run(_store_state(config, alert, rows))
+        except StoreUnavailable as e:
+            print(f"receiver: the store was not consulted: {e}", file=sys.stderr)
+    print(json.dumps(as_json(alert, rows, state), indent=2) if args.json else as_text(alert, rows, state))
+    return 0 if rows else 1
+
+
+def _alert_for_route_test(path: Path | None, labels: list[str]) -> Alert:
+    """The alert of --alert FILE, or a firing alert with these NAME=VALUE labels, starting now."""
+    if path is not None:
+        if labels:
+            raise ValueError("give labels or --alert, not both")
+        try:
+            return _read_alert(path)
+        except (OSError, ValueError, PayloadError) as e:
+            raise ValueError(f"--alert {path}: {e}") from e
+    if not labels:
+        raise ValueError("give the alert's labels as NAME=VALUE, or --alert FILE")
+    parsed: dict[str, str] = {}
+    for kv in labels:
+        name, sep, value = kv.partition("=")
+        if not sep or not name:
+            raise ValueError(f"label {kv!r}: expected NAME=VALUE")
+        parsed[name] = value.strip('"')
+    body = {"alerts": [{"status": "firing", "labels": parsed, "startsAt": datetime.now(UTC).isoformat()}]}
+    return parse_payload(body).alerts[0]
+
+
+async def _store_state(config: Config, alert: Alert, rows: list[RouteRow]) -> StoreState:
+    """What the configured store knows now about this alert and these rules (reads only)."""
+    from receiver.store import open_store
+
+    store = open_store(config.store_url, limits=config.settings.limits())
+    try:
+        return await read_state(store, alert, rows, time.time())
+    finally:
+        await store.close()
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser."""
     p = argparse.ArgumentParser(prog="receiver", description="Alertmanager remediation receiver")
@@ -211,6 +270,17 @@ def parser() -> argparse.ArgumentParser:
         "--approve", action="store_true", help="approve every approval step (else the run stops there)"
     )
     run.set_defaults(func=cmd_run)
+
+    rt = sub.add_parser(
+        "route-test", help="show which rules an alert matches and whether it would run now (like amtool)"
+    )
+    rt.add_argument("labels", nargs="*", metavar="NAME=VALUE", help="the alert's labels")
+    rt.add_argument("--config", type=Path, help="main config file (YAML)")
+    rt.add_argument("--store", help="store URL to consult, overriding the config")
+    rt.add_argument("--alert", type=Path, help="a webhook payload (its first alert) or one alert, JSON")
+    rt.add_argument("--offline", action="store_true", help="routing only; do not read the store")
+    rt.add_argument("--json", action="store_true", help="print the report as JSON")
+    rt.set_defaults(func=cmd_route_test)
     return p
 
 

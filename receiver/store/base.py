@@ -155,6 +155,9 @@ class Store(Protocol):
     async def breakers(self, rules: list[str], now: float) -> dict[str, float]:
         """Which of these rules have an open breaker, and when each closes by itself."""
 
+    async def cooldowns(self, keys: list[str], now: float) -> dict[str, float]:
+        """Which of these cooldown keys are cooling down, and when each cooldown ends."""
+
     async def release(self, execution_id: str, consumer: str, *, now: float) -> bool:
         """Hand a running execution back (this worker is stopping): the next claim anywhere takes
         it over at once, as if its worker had been silent for reclaim_after_s."""

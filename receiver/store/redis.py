@@ -371,6 +371,17 @@ class RedisStore:
             ttls = await pipe.execute()
         return {rule: now + int(ms) / 1000 for rule, ms in zip(rules, ttls, strict=True) if int(ms) > 0}
 
+    async def cooldowns(self, keys: list[str], now: float) -> dict[str, float]:
+        """PTTL of each cooldown key: those cooling down, with when they end."""
+        if not keys:
+            return {}
+        async with self._guard():
+            pipe = self._r.pipeline(transaction=False)
+            for key in keys:
+                pipe.pttl(self._k("cooldown", key))
+            ttls = await pipe.execute()
+        return {key: now + int(ms) / 1000 for key, ms in zip(keys, ttls, strict=True) if int(ms) > 0}
+
     async def await_approval(self, execution_id: str, approval: Approval, *, now: float) -> bool:
         """Park the execution: waiting_approval, message acknowledged, deadline indexed."""
         req = {

@@ -368,6 +368,22 @@ class SQLiteStore:
 
         return await self._run(read)
 
+    async def cooldowns(self, keys: list[str], now: float) -> dict[str, float]:
+        """The cooldown keys not yet expired, with when each ends."""
+
+        def read(db: sqlite3.Connection) -> dict[str, float]:
+            out = {}
+            for key in keys:
+                row = db.execute(
+                    "SELECT expires_at FROM expiring WHERE key = ? AND expires_at > ?",
+                    ("cooldown:" + key, now),
+                ).fetchone()
+                if row:
+                    out[key] = float(row[0])
+            return out
+
+        return await self._run(read)
+
     async def await_approval(self, execution_id: str, approval: Approval, *, now: float) -> bool:
         """running -> waiting_approval with the request and its deadline; the owner is cleared."""
         event = _event(
