@@ -113,7 +113,7 @@ class Settings(BaseModel):
     @classmethod
     def _listen(cls, v: str) -> str:
         _host, sep, port = v.rpartition(":")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise ValueError(f"expected HOST:PORT, got {v!r}")
         return v
 

@@ -106,7 +106,8 @@ def history_query(q: dict[str, str]) -> HistoryQuery:
             raise RequestError("status", f"unknown status {q['status']!r} (one of {allowed})") from None
     limit = DEFAULT_PAGE
     if q.get("limit"):
-        if not q["limit"].isdigit() or not 1 <= int(q["limit"]) <= MAX_PAGE:
+        # isdigit() alone also accepts digits int() refuses, such as "²" (found by the fuzz test).
+        if not (q["limit"].isascii() and q["limit"].isdigit()) or not 1 <= int(q["limit"]) <= MAX_PAGE:
             raise RequestError("limit", f"expected an integer from 1 to {MAX_PAGE}")
         limit = int(q["limit"])
     return HistoryQuery(

@@ -147,6 +147,7 @@ async def test_history_bad_params_and_missing_execution(tmp_path: Path, store: S
         for params, name in (
             ({"status": "exploded"}, "status"),
             ({"limit": "0"}, "limit"),
+            ({"limit": "²"}, "limit"),  # a digit to isdigit(), not to int()
             ({"since": "last tuesday"}, "since"),
             ({"colour": "red"}, "colour"),
         ):

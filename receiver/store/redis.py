@@ -564,7 +564,7 @@ def _sentinel_client(url: str, options: dict[str, Any]) -> tuple[aioredis.Redis,
     hosts = []
     for item in parts.netloc.rpartition("@")[2].split(","):
         host, _, port = item.rpartition(":")
-        hosts.append((host or item, int(port) if port.isdigit() else 26379))
+        hosts.append((host or item, int(port) if port.isascii() and port.isdigit() else 26379))
     path = [p for p in parts.path.split("/") if p]
     if not path:
         raise ValueError(f"{url}: name the Sentinel service: redis+sentinel://HOST:PORT/SERVICE[/DB]")
