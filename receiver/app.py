@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -14,6 +16,7 @@ from receiver.config import Config
 from receiver.engine import Engine
 from receiver.metrics import Metrics
 from receiver.middleware import auth_middleware, error_middleware
+from receiver.reload import Reloader, ReloadResult
 from receiver.store import open_store
 from receiver.store.base import Store
 
@@ -23,8 +26,19 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def create_app(config: Config, *, store: Store | None = None, workers: bool = True) -> web.Application:
-    """Build the app; the store is opened and the workers started when the app starts."""
+def create_app(
+    config: Config,
+    *,
+    store: Store | None = None,
+    workers: bool = True,
+    load: Callable[[], Config] | None = None,
+    sighup: bool = False,
+) -> web.Application:
+    """Build the app; the store is opened and the workers started when the app starts.
+
+    `load` reads the config files again for a reload (default: the same files on the same
+    store); with `sighup`, SIGHUP reloads too (`receiver serve`).
+    """
     metrics = Metrics()
     app = web.Application(
         client_max_size=config.settings.webhook.max_body_bytes,
@@ -38,11 +52,24 @@ def create_app(config: Config, *, store: Store | None = None, workers: bool = Tr
         consumer=consumer_name(),
     )
     app[handlers.ENGINE] = engine
+    reloader = Reloader(engine, load=load)
+    app[handlers.RELOADER] = reloader
+    pending: set[asyncio.Task[ReloadResult]] = set()
+
+    def on_sighup() -> None:
+        task = asyncio.create_task(reloader.reload("SIGHUP"))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        if sighup:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
         if workers:
             engine.start()
         yield
+        if sighup:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        await asyncio.gather(*pending, return_exceptions=True)
         await engine.stop(config.settings.shutdown_grace)
         if owned:
             await engine.store.close()
@@ -54,6 +81,8 @@ def create_app(config: Config, *, store: Store | None = None, workers: bool = Tr
             web.get("/-/healthy", handlers.healthy),
             web.get("/-/ready", handlers.ready),
             web.get("/metrics", handlers.metrics),
+            web.post("/-/reload", handlers.reload_config),
+            web.get("/api/v1/status", handlers.status),
             web.get("/api/v1/executions", handlers.list_executions),
             web.get("/api/v1/executions/{id}", handlers.get_execution),
             web.post("/api/v1/executions/{id}/approve", handlers.approve_execution),

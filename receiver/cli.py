@@ -68,7 +68,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         rules=len(config.rules),
         playbooks=len(config.playbooks),
     )
-    app = create_app(config)
+    app = create_app(
+        config,
+        load=lambda: load_config(args.config, store_override=args.store, listen_override=args.listen),
+        sighup=True,
+    )
     # Everything loaded so far lives as long as the process: keep the collector from walking it
     # again at every full collection (a webhook allocates many short-lived objects).
     gc.freeze()

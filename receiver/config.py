@@ -1,4 +1,5 @@
-"""The main config file and everything it points at (rules and playbooks), loaded once.
+"""The main config file and everything it points at (rules and playbooks), loaded at start and
+at each reload (reload.py).
 
 Every problem found is reported together, each naming its file, line and key; a config with
 any error is refused whole.
@@ -7,6 +8,7 @@ any error is refused whole.
 from __future__ import annotations
 
 import glob
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from receiver.integrations import (
     OutcomeSettings,
     SecretError,
 )
-from receiver.playbook import Playbook, load_playbook
+from receiver.playbook import Playbook, definition_of, load_playbook
 from receiver.rules import Rule, load_rules
 from receiver.store.base import StoreLimits
 from receiver.yamlsource import Document, load_documents
@@ -195,6 +197,8 @@ class Config:
     playbooks: dict[str, Playbook]
     path: Path | None
     store_url: str
+    # A digest of every document loaded (main config, rules, playbooks): equal files, equal version.
+    version: str = ""
 
 
 def _expand(patterns: list[str], base: Path, key: str, errors: list[ConfigError], file: str) -> list[Path]:
@@ -224,6 +228,7 @@ def load_config(
         docs = load_documents(path)
         doc = docs[0] if docs else doc
         data = doc.data if doc.data is not None else {}
+    digest = hashlib.sha256(definition_of(data)[0].encode())
     if listen_override is not None and isinstance(data, dict):
         data = {**data, "listen": listen_override}
     try:
@@ -236,6 +241,7 @@ def load_config(
     for rpath in _expand(settings.rules, base, "rules", errors, file):
         try:
             for d in load_documents(rpath):
+                digest.update(definition_of(d.data)[0].encode())
                 got, errs = load_rules(d)
                 rules.extend(got)
                 errors.extend(errs)
@@ -248,6 +254,7 @@ def load_config(
     for ppath in _expand(settings.playbooks, base, "playbooks", errors, file):
         try:
             for d in load_documents(ppath):
+                digest.update(definition_of(d.data)[0].encode())
                 pb, errs = load_playbook(d, actions)
                 errors.extend(errs)
                 if pb is None:
@@ -283,7 +290,14 @@ def load_config(
     if errors:
         raise ConfigErrors(errors)
     store_url = store_override or settings.store or f"sqlite:///{base / 'receiver.db'}"
-    return Config(settings=settings, rules=tuple(rules), playbooks=playbooks, path=path, store_url=store_url)
+    return Config(
+        settings=settings,
+        rules=tuple(rules),
+        playbooks=playbooks,
+        path=path,
+        store_url=store_url,
+        version=digest.hexdigest()[:12],
+    )
 
 
 # Actions that need an integration configured in the main config.

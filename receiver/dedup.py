@@ -136,6 +136,7 @@ def plan_admission(
                 group_key=payload.header.group_key,
                 lock=lock,
                 lock_policy=playbook.lock_policy if playbook is not None else "wait",
+                playbook_version=playbook.version if playbook is not None else "",
             )
             rl = d.rate_limit
             candidates.append(

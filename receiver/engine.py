@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from receiver.actions import ACTIONS, ActionContext
+from receiver.actions import ACTIONS, ActionContext, action_params
 from receiver.actions.notify import NotifyParams
 from receiver.config import Config
 from receiver.dedup import AdmissionPlan, AlertPlan, Candidate, Outcome, plan_admission, seen_key
@@ -24,10 +25,12 @@ from receiver.logs import get_logger
 from receiver.metrics import Metrics
 from receiver.models import Alert, WebhookPayload
 from receiver.persist import until_stored
+from receiver.playbook import Playbook, load_playbook
 from receiver.rules import matching
 from receiver.runner import Runner
 from receiver.states import ExecutionStatus
-from receiver.store.base import Store
+from receiver.store.base import PlaybookDefinition, Store
+from receiver.yamlsource import Document
 
 # How long a worker waits on the queue before looking again (also bounds how long shutdown waits).
 CLAIM_WAIT_S = 1.0
@@ -98,9 +101,61 @@ class Engine:
         self.integrations = config.settings.for_actions()
         self._active: dict[str, Runner] = {}  # executions this process runs now, by id
         self._rules = {r.name: r for r in config.rules}
+        # Every playbook version this process has loaded or fetched, for pinned executions.
+        self._versions: dict[tuple[str, str], Playbook] = {}
+        self._remember(config)
+        self._published = ""  # the config version whose playbooks the store has been given
         self._background: set[asyncio.Task[Any]] = set()  # escalations on their way
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+
+    # ---- config -------------------------------------------------------------------------
+
+    def use_config(self, config: Config) -> None:
+        """Route, admit and start executions with `config` from now on (a reload). Running
+        executions keep the playbook they started with; queued ones run the version they were
+        admitted with. Settings bound at start (store, listen, workers, auth) stay as they were."""
+        self.config = config
+        self._rules = {r.name: r for r in config.rules}
+        self.integrations = config.settings.for_actions()
+        self._remember(config)
+
+    def _remember(self, config: Config) -> None:
+        for pb in config.playbooks.values():
+            self._versions.setdefault((pb.name, pb.version), pb)
+
+    async def _publish(self, config: Config) -> None:
+        """Give the store this config's playbook versions before admitting anything with them,
+        so a replica that has not loaded a version can still run an execution pinned to it."""
+        if self._published == config.version:
+            return
+        await self.store.publish_playbooks(
+            [PlaybookDefinition(p.name, p.version, p.definition) for p in config.playbooks.values()]
+        )
+        self._published = config.version
+
+    async def _playbook_for(self, meta: ExecutionMeta) -> Playbook | str:
+        """The playbook version an execution was admitted with, or why it cannot be had."""
+        loaded = self.config.playbooks.get(meta.playbook)
+        if loaded is not None and meta.playbook_version in ("", loaded.version):
+            return loaded
+        if not meta.playbook_version:
+            return f"playbook {meta.playbook!r} is not loaded"
+        key = (meta.playbook, meta.playbook_version)
+        if key in self._versions:
+            return self._versions[key]
+        definition = await self.store.playbook_definition(*key)
+        if definition is None:
+            return f"playbook {meta.playbook!r} version {meta.playbook_version} is neither loaded nor stored"
+        source = Document(
+            file=f"(stored playbook {meta.playbook}@{meta.playbook_version})", data=json.loads(definition)
+        )
+        pb, errors = load_playbook(source, action_params())
+        if pb is None:
+            why = "; ".join(str(e) for e in errors)
+            return f"playbook {meta.playbook!r} version {meta.playbook_version} no longer loads: {why}"
+        self._versions[key] = pb
+        return pb
 
     # ---- ingest -------------------------------------------------------------------------
 
@@ -119,9 +174,10 @@ class Engine:
         for r in payload.rejected:
             m.alerts_rejected.inc()
             report.rejected.append({"index": r.index, "error": r.error})
-        payload = await self._skip_seen(payload, report, now)
+        config = self.config  # one config for the whole payload, even if a reload lands meanwhile
+        payload = await self._skip_seen(payload, report, now, config)
         plan = plan_admission(
-            payload, self.config.rules, now=now, new_id=new_execution_id, playbooks=self.config.playbooks
+            payload, config.rules, now=now, new_id=new_execution_id, playbooks=config.playbooks
         )
         for a in plan.unrouted:
             m.alerts_suppressed.labels("no_rule").inc()
@@ -133,6 +189,7 @@ class Engine:
         if not plan.alerts:
             return report
         try:
+            await self._publish(config)
             result = await self.store.admit(plan, now)
         except StoreUnavailable:
             m.store_errors.labels("admit").inc()
@@ -162,7 +219,9 @@ class Engine:
             self._log.info("execution.alert_resolved", execution=u.execution_id, cancelled=u.cancelled)
         return report
 
-    async def _skip_seen(self, payload: WebhookPayload, report: IngestReport, now: float) -> WebhookPayload:
+    async def _skip_seen(
+        self, payload: WebhookPayload, report: IngestReport, now: float, config: Config
+    ) -> WebhookPayload:
         """Answer the alerts already processed (re-sends, HA peers' copies) as duplicates after
         one cheap lookup, without rendering their rules; the rest go on to admission."""
         try:
@@ -178,7 +237,7 @@ class Engine:
                 continue
             if a.status == "resolved":
                 continue
-            for rule in matching(a, self.config.rules):
+            for rule in matching(a, config.rules):
                 duplicates += 1
                 report.suppressed.append(
                     {
@@ -310,9 +369,11 @@ class Engine:
                 f"execution {execution_id} is still {old.status.value}; retry it once it has ended"
             )
         now = self._clock()
-        meta = old.meta.model_copy(
-            update={"id": new_execution_id(now), "created_at": now, "retry_of": old.id}
-        )
+        update: dict[str, Any] = {"id": new_execution_id(now), "created_at": now, "retry_of": old.id}
+        current = self.config.playbooks.get(old.meta.playbook)
+        if current is not None:  # an operator retries with the playbook as loaded now
+            update["playbook_version"] = current.version
+        meta = old.meta.model_copy(update=update)
         await self._admit_one(meta, now)
         self._log.info("execution.retried", execution=meta.id, retry_of=old.id)
         return meta
@@ -322,10 +383,12 @@ class Engine:
     ) -> ExecutionMeta:
         """Queue one execution directly, past duplicate and cooldown checks (`receiver run`)."""
         now = self._clock()
+        loaded = self.config.playbooks.get(playbook)
         meta = ExecutionMeta(
             id=new_execution_id(now),
             rule=rule,
             playbook=playbook,
+            playbook_version=loaded.version if loaded is not None else "",
             params=params,
             dedup_key="",
             on_resolved="ignore",
@@ -345,6 +408,7 @@ class Engine:
                 ),
             )
         )
+        await self._publish(self.config)
         result = await self.store.admit(plan, now)
         assert [d.outcome for d in result.decided] == [Outcome.ADMITTED], result
         self.metrics.alerts_admitted.labels(meta.rule).inc()
@@ -449,9 +513,9 @@ class Engine:
             await self.store.transition(meta.id, ExecutionStatus.FAILED, now=self._clock(), error=dead)
             log.error("execution.crash_loop", takeovers=takeovers)
             return ExecutionStatus.FAILED
-        playbook = self.config.playbooks.get(meta.playbook)
-        if playbook is None:
-            missing = f"playbook {meta.playbook!r} is not loaded"
+        playbook = await self._playbook_for(meta)
+        if isinstance(playbook, str):
+            missing = playbook
             await self.store.transition(meta.id, ExecutionStatus.FAILED, now=self._clock(), error=missing)
             log.info("execution.finished", outcome="failed", error=missing)
             return ExecutionStatus.FAILED

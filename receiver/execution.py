@@ -152,6 +152,9 @@ class ExecutionMeta(BaseModel):
     retry_of: str | None = None  # the execution an operator retried to create this one
     lock: str = ""  # the playbook's rendered lock name; empty when it has none
     lock_policy: str = "wait"
+    # The version of the playbook admitted (Playbook.version): it runs that one even after a
+    # reload changed the playbook. Empty in records made before versions existed.
+    playbook_version: str = ""
 
 
 class Execution(BaseModel):
@@ -210,6 +213,7 @@ class Execution(BaseModel):
             "status": self.status.value,
             "rule": self.meta.rule,
             "playbook": self.meta.playbook,
+            "playbook_version": self.meta.playbook_version,
             "alertname": a.name,
             "fingerprint": a.fingerprint,
             "created_at": iso(self.meta.created_at),

@@ -9,16 +9,19 @@ from datetime import datetime
 
 from aiohttp import web
 
+from receiver import __version__
 from receiver.durations import parse_duration
 from receiver.engine import Engine
 from receiver.errors import NotFound, PayloadError, RequestError, StoreUnavailable
 from receiver.execution import Verdict, iso
 from receiver.middleware import IDENTITY
 from receiver.models import parse_payload
+from receiver.reload import Reloader
 from receiver.states import ExecutionStatus
 from receiver.store.base import HistoryQuery
 
 ENGINE = web.AppKey("engine", Engine)
+RELOADER = web.AppKey("reloader", Reloader)
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
 # /-/ready answers within this even when the store hangs.
@@ -53,6 +56,30 @@ async def ready(request: web.Request) -> web.Response:
     except (StoreUnavailable, TimeoutError) as e:
         return web.json_response({"status": "not ready", "error": str(e) or "store timed out"}, status=503)
     return web.json_response({"status": "ready", "store": engine.store.name})
+
+
+async def reload_config(request: web.Request) -> web.Response:
+    """POST /-/reload: load the config files again; 400 with every error if they are invalid
+    (the config in use stays)."""
+    result = await request.app[RELOADER].reload("api")
+    if result.ok:
+        return web.json_response(result.as_json())
+    n = len(result.errors)
+    return web.json_response(
+        {"error": f"the new config has {n} error(s); the one in use stays", **result.as_json()}, status=400
+    )
+
+
+async def status(request: web.Request) -> web.Response:
+    """GET /api/v1/status: the receiver's version, store, and the config in use."""
+    engine = request.app[ENGINE]
+    return web.json_response(
+        {
+            "version": __version__,
+            "store": engine.store.name,
+            "config": request.app[RELOADER].status(),
+        }
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:

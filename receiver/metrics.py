@@ -86,6 +86,39 @@ class Metrics:
             ["operation"],
             registry=r,
         )
+        # As Prometheus and Alertmanager name theirs, so the same alerts work on the receiver.
+        self.reload_successful = Gauge(
+            "receiver_config_last_reload_successful",
+            "Whether the last config reload succeeded (1) or was refused (0).",
+            registry=r,
+        )
+        self.reload_success_time = Gauge(
+            "receiver_config_last_reload_success_timestamp_seconds",
+            "When the config in use was loaded (start or last successful reload).",
+            registry=r,
+        )
+        self.config_info = Gauge(
+            "receiver_config_info",
+            "Always 1; the label is the version (digest) of the config in use.",
+            ["version"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "receiver_config_reloads_total",
+            "Config reloads by result.",
+            ["result"],
+            registry=r,
+        )
+
+    def config_loaded(self, version: str, *, ok: bool, at: float, trigger: str = "startup") -> None:
+        """Record a load of the config: at start (trigger "startup") or a reload."""
+        self.reload_successful.set(1 if ok else 0)
+        if trigger != "startup":
+            self.reloads.labels("success" if ok else "failure").inc()
+        if ok:
+            self.reload_success_time.set(at)
+            self.config_info.clear()
+            self.config_info.labels(version).set(1)
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -7,6 +7,8 @@ parameter model when the playbook loads, and again, rendered, when the step runs
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -168,6 +170,15 @@ class Playbook:
     hooks: dict[str, tuple[Compensation, ...]] = field(default_factory=dict)  # on_success, ...
     lock: Template | None = None  # names the target: one execution per rendered name at a time
     lock_policy: str = "wait"  # another execution holds the lock: "wait" in order, or "skip"
+    definition: str = ""  # the document it was loaded from, as canonical JSON (see definition_of)
+    version: str = ""  # a digest of `definition`: executions record the version they run
+
+
+def definition_of(data: Any) -> tuple[str, str]:
+    """A playbook document as canonical JSON, and its version: the first 12 hex digits of its
+    SHA-256. Equal documents give equal versions whatever their YAML layout or comments."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return text, hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _compile_action(
@@ -328,6 +339,7 @@ def load_playbook(
         index = next(i for i, s in enumerate(steps) if s.id == e.step)
         line = doc.line_of(("steps", index, "needs"))
         return None, [ConfigError(str(e), file=doc.file, line=line, where=where)]
+    definition, version = definition_of(doc.data)
     return (
         Playbook(
             name=spec.name,
@@ -340,6 +352,8 @@ def load_playbook(
             source=f"{doc.file}:{doc.line_of(()) or 1}",
             lock=lock,
             lock_policy=spec.lock_policy,
+            definition=definition,
+            version=version,
         ),
         [],
     )

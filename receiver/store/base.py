@@ -32,6 +32,15 @@ class ResolvedUpdate:
 
 
 @dataclass(frozen=True)
+class PlaybookDefinition:
+    """One version of a playbook as loaded: the document it came from, as canonical JSON."""
+
+    name: str
+    version: str
+    definition: str
+
+
+@dataclass(frozen=True)
 class AdmitResult:
     """What one atomic admission decided for a payload."""
 
@@ -157,6 +166,15 @@ class Store(Protocol):
 
     async def cooldowns(self, keys: list[str], now: float) -> dict[str, float]:
         """Which of these cooldown keys are cooling down, and when each cooldown ends."""
+
+    async def publish_playbooks(self, definitions: Sequence[PlaybookDefinition]) -> None:
+        """Keep each playbook version's definition, so any replica can run an execution pinned
+        to a version it has not loaded (after a reload); a version already kept stays as is."""
+        ...
+
+    async def playbook_definition(self, name: str, version: str) -> str | None:
+        """A playbook version's definition (canonical JSON), or None if never published."""
+        ...
 
     async def release(self, execution_id: str, consumer: str, *, now: float) -> bool:
         """Hand a running execution back (this worker is stopping): the next claim anywhere takes

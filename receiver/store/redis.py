@@ -36,6 +36,7 @@ from receiver.store.base import (
     HistoryQuery,
     Lease,
     Page,
+    PlaybookDefinition,
     ResolvedUpdate,
     StoreLimits,
     taken_over,
@@ -381,6 +382,22 @@ class RedisStore:
                 pipe.pttl(self._k("cooldown", key))
             ttls = await pipe.execute()
         return {key: now + int(ms) / 1000 for key, ms in zip(keys, ttls, strict=True) if int(ms) > 0}
+
+    async def publish_playbooks(self, definitions: Sequence[PlaybookDefinition]) -> None:
+        """HSETNX each definition into its playbook's hash of versions."""
+        if not definitions:
+            return
+        async with self._guard():
+            pipe = self._r.pipeline(transaction=False)
+            for d in definitions:
+                pipe.hsetnx(self._k("playbook", d.name), d.version, d.definition)
+            await pipe.execute()
+
+    async def playbook_definition(self, name: str, version: str) -> str | None:
+        """HGET of the version in its playbook's hash."""
+        async with self._guard():
+            raw = await self._r.hget(self._k("playbook", name), version)
+        return str(raw) if raw is not None else None
 
     async def await_approval(self, execution_id: str, approval: Approval, *, now: float) -> bool:
         """Park the execution: waiting_approval, message acknowledged, deadline indexed."""

@@ -34,6 +34,7 @@ from receiver.store.base import (
     HistoryQuery,
     Lease,
     Page,
+    PlaybookDefinition,
     ResolvedUpdate,
     StoreLimits,
     taken_over,
@@ -83,6 +84,12 @@ CREATE TABLE IF NOT EXISTS timeline (
     event TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS timeline_execution ON timeline (execution_id, seq);
+CREATE TABLE IF NOT EXISTS playbook_versions (
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    PRIMARY KEY (name, version)
+);
 CREATE TABLE IF NOT EXISTS expiring (
     key TEXT PRIMARY KEY,
     expires_at REAL NOT NULL
@@ -365,6 +372,29 @@ class SQLiteStore:
                 if row:
                     out[rule] = float(row[0])
             return out
+
+        return await self._run(read)
+
+    async def publish_playbooks(self, definitions: Sequence[PlaybookDefinition]) -> None:
+        """INSERT OR IGNORE each definition: a version already kept stays as is."""
+        rows = [(d.name, d.version, d.definition) for d in definitions]
+
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT OR IGNORE INTO playbook_versions (name, version, definition) VALUES (?, ?, ?)",
+                rows,
+            )
+
+        await self._run(write)
+
+    async def playbook_definition(self, name: str, version: str) -> str | None:
+        """The kept definition of that version, if any."""
+
+        def read(db: sqlite3.Connection) -> str | None:
+            row = db.execute(
+                "SELECT definition FROM playbook_versions WHERE name = ? AND version = ?", (name, version)
+            ).fetchone()
+            return str(row[0]) if row else None
 
         return await self._run(read)
 
