@@ -55,6 +55,8 @@ HEARTBEAT_S = 1.0
 MAX_TAKEOVERS = 5
 # After the grace period, how long a stop waits for handed-back runs to let go of their steps.
 ACTION_STOP_S = 10.0
+# How often suppressed-alert counts go to the store for reports (lost on a crash: at most this).
+STATS_FLUSH_S = 5.0
 # How often each replica looks for approvals whose deadline passed.
 APPROVAL_SWEEP_S = 1.0
 
@@ -105,6 +107,8 @@ class Engine:
         self._versions: dict[tuple[str, str], Playbook] = {}
         self._remember(config)
         self._published = ""  # the config version whose playbooks the store has been given
+        # Suppressed alerts by (rule, playbook, reason) not yet added to the store's counts.
+        self._suppressed: Counter[tuple[str, str, str]] = Counter()
         self._background: set[asyncio.Task[Any]] = set()  # escalations on their way
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -180,9 +184,12 @@ class Engine:
             payload, config.rules, now=now, new_id=new_execution_id, playbooks=config.playbooks
         )
         for a in plan.unrouted:
+            self._suppressed["", "", "no_rule"] += 1
             m.alerts_suppressed.labels("no_rule").inc()
             report.unrouted.append({"fingerprint": a.fingerprint, "alertname": a.name})
         for p in plan.problems:
+            rule = self._rules.get(p.rule)
+            self._suppressed[p.rule, rule.playbook if rule else "", "template_error"] += 1
             m.alerts_suppressed.labels("template_error").inc()
             report.rejected.append({"fingerprint": p.alert.fingerprint, "rule": p.rule, "error": p.error})
             self._log.warning("route.failed", fingerprint=p.alert.fingerprint, rule=p.rule, error=p.error)
@@ -208,10 +215,12 @@ class Engine:
                 report.accepted.append({"execution_id": meta.id, "url": self.execution_url(meta.id), **row})
                 self._log.info("execution.queued", execution=meta.id, **row)
             elif d.outcome is Outcome.RATE_LIMITED:
+                self._suppressed[meta.rule, meta.playbook, d.outcome.value] += 1
                 m.alerts_suppressed.labels(d.outcome.value).inc()
                 report.suppressed.append({**row, "reason": d.outcome.value})
                 self._breaker_opened(meta.rule, "rate", meta.alert)
             else:
+                self._suppressed[meta.rule, meta.playbook, d.outcome.value] += 1
                 m.alerts_suppressed.labels(d.outcome.value).inc()
                 report.suppressed.append({**row, "reason": d.outcome.value})
         for u in result.resolved:
@@ -239,6 +248,7 @@ class Engine:
                 continue
             for rule in matching(a, config.rules):
                 duplicates += 1
+                self._suppressed[rule.name, rule.playbook, Outcome.DUPLICATE.value] += 1
                 report.suppressed.append(
                     {
                         "rule": rule.name,
@@ -253,6 +263,27 @@ class Engine:
         if len(fresh) == len(payload.alerts):
             return payload
         return payload.model_copy(update={"alerts": fresh})
+
+    async def flush_stats(self) -> None:
+        """Add the suppressed counts gathered since the last flush to the store's; kept for the
+        next flush if the store is down."""
+        counts, self._suppressed = self._suppressed, Counter()
+        if not counts:
+            return
+        try:
+            await self.store.count_suppressed(counts, self._clock())
+        except StoreUnavailable:
+            self._suppressed.update(counts)
+            raise
+
+    async def _flush_stats_periodically(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(STATS_FLUSH_S)
+            try:
+                await self.flush_stats()
+            except StoreUnavailable as e:
+                self.metrics.store_errors.labels("stats").inc()
+                self._log.warning("stats.store_unavailable", error=str(e))
 
     # ---- circuit breakers ---------------------------------------------------------------
 
@@ -420,6 +451,7 @@ class Engine:
         for n in range(self.config.settings.workers):
             self._tasks.append(asyncio.create_task(self._worker(n), name=f"worker-{n}"))
         self._tasks.append(asyncio.create_task(self._sweep_approvals(), name="approvals"))
+        self._tasks.append(asyncio.create_task(self._flush_stats_periodically(), name="stats"))
 
     async def _sweep_approvals(self) -> None:
         """Reject approvals nobody decided in time (any replica may; the store decides once), and
@@ -468,6 +500,8 @@ class Engine:
             t.cancel()
         await asyncio.gather(*self._tasks, *self._background, return_exceptions=True)
         self._tasks.clear()
+        with contextlib.suppress(StoreUnavailable):
+            await self.flush_stats()
 
     async def _worker(self, n: int) -> None:
         consumer = f"{self.consumer}-{n}"

@@ -13,17 +13,21 @@ from receiver import __version__
 from receiver.durations import parse_duration
 from receiver.engine import Engine
 from receiver.errors import NotFound, PayloadError, RequestError, StoreUnavailable
-from receiver.execution import Verdict, iso
+from receiver.execution import Execution, Verdict, iso
 from receiver.middleware import IDENTITY
 from receiver.models import parse_payload
 from receiver.reload import Reloader
 from receiver.states import ExecutionStatus
-from receiver.store.base import HistoryQuery
+from receiver.stats import report
+from receiver.store.base import HistoryQuery, stats_bucket
 
 ENGINE = web.AppKey("engine", Engine)
 RELOADER = web.AppKey("reloader", Reloader)
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
+# A report reads at most this many executions (newest first) and says when it stopped short.
+STATS_SCAN_MAX = 20_000
+DEFAULT_STATS_S = 86400.0
 # /-/ready answers within this even when the store hangs.
 READY_TIMEOUT_S = 2.0
 
@@ -80,6 +84,35 @@ async def status(request: web.Request) -> web.Response:
             "config": request.app[RELOADER].status(),
         }
     )
+
+
+async def stats(request: web.Request) -> web.Response:
+    """GET /api/v1/stats?since=24h: per rule and per playbook, how remediations did."""
+    for k in request.query:
+        if k != "since":
+            raise RequestError(k, "unknown parameter (known: since)")
+    now = time.time()
+    since = _time_param("since", request.query.get("since")) or now - DEFAULT_STATS_S
+    if since > now:
+        raise RequestError("since", "must be in the past")
+    store = request.app[ENGINE].store
+    executions: list[Execution] = []
+    cursor: str | None = None
+    while len(executions) < STATS_SCAN_MAX:
+        page = await store.history(HistoryQuery(since=since, cursor=cursor, limit=MAX_PAGE))
+        executions.extend(page.items)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    body = {
+        "since": iso(since),
+        "until": iso(now),
+        "suppressed_since": iso(stats_bucket(since)),
+        "executions_scanned": len(executions),
+        "truncated": cursor is not None,
+        **report(executions[:STATS_SCAN_MAX], await store.suppressed_since(since)),
+    }
+    return web.json_response(body)
 
 
 async def metrics(request: web.Request) -> web.Response:

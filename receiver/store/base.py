@@ -6,7 +6,7 @@ process with no server) and one contract test suite runs against both.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -29,6 +29,16 @@ class ResolvedUpdate:
 
     execution_id: str
     cancelled: bool
+
+
+# Suppressed-alert counts are kept in buckets of this many seconds: a report's `since` is
+# rounded down to one.
+STATS_BUCKET_S = 300
+
+
+def stats_bucket(t: float) -> int:
+    """The start of the stats bucket holding time `t`."""
+    return int(t // STATS_BUCKET_S) * STATS_BUCKET_S
 
 
 @dataclass(frozen=True)
@@ -166,6 +176,15 @@ class Store(Protocol):
 
     async def cooldowns(self, keys: list[str], now: float) -> dict[str, float]:
         """Which of these cooldown keys are cooling down, and when each cooldown ends."""
+
+    async def count_suppressed(self, counts: Mapping[tuple[str, str, str], int], now: float) -> None:
+        """Add suppressed-alert counts by (rule, playbook, reason) to the bucket of `now`; kept
+        as long as the history."""
+        ...
+
+    async def suppressed_since(self, since: float) -> dict[tuple[str, str, str], int]:
+        """Suppressed-alert counts summed over the buckets from the one holding `since` on."""
+        ...
 
     async def publish_playbooks(self, definitions: Sequence[PlaybookDefinition]) -> None:
         """Keep each playbook version's definition, so any replica can run an execution pinned

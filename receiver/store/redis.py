@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
@@ -31,6 +31,7 @@ from receiver.execution import (
 )
 from receiver.states import TERMINAL, ExecutionStatus, sources_of
 from receiver.store.base import (
+    STATS_BUCKET_S,
     AdmitResult,
     Decided,
     HistoryQuery,
@@ -39,6 +40,7 @@ from receiver.store.base import (
     PlaybookDefinition,
     ResolvedUpdate,
     StoreLimits,
+    stats_bucket,
     taken_over,
 )
 
@@ -53,6 +55,7 @@ HISTORY_SCAN_LIMIT = 5000
 RECLAIM_SCAN_S = 1.0
 HISTORY_BATCH = 200
 
+_STATS_SEP = "\x1f"  # between rule, playbook and reason in a stats field (names never hold it)
 _CONNECTION_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError)
 
 
@@ -382,6 +385,34 @@ class RedisStore:
                 pipe.pttl(self._k("cooldown", key))
             ttls = await pipe.execute()
         return {key: now + int(ms) / 1000 for key, ms in zip(keys, ttls, strict=True) if int(ms) > 0}
+
+    async def count_suppressed(self, counts: Mapping[tuple[str, str, str], int], now: float) -> None:
+        """HINCRBY each count into the bucket's hash, which expires with the history."""
+        if not counts:
+            return
+        key = self._k("stats", str(stats_bucket(now)))
+        async with self._guard():
+            pipe = self._r.pipeline(transaction=False)
+            for fields, n in counts.items():
+                pipe.hincrby(key, _STATS_SEP.join(fields), n)
+            pipe.expire(key, int(self._limits.retention_s) + STATS_BUCKET_S)
+            await pipe.execute()
+
+    async def suppressed_since(self, since: float) -> dict[tuple[str, str, str], int]:
+        """HGETALL of every bucket from `since`'s to now's, summed."""
+        first, last = stats_bucket(since), stats_bucket(time.time())
+        buckets = range(first, last + 1, STATS_BUCKET_S)
+        out: dict[tuple[str, str, str], int] = {}
+        async with self._guard():
+            pipe = self._r.pipeline(transaction=False)
+            for b in buckets:
+                pipe.hgetall(self._k("stats", str(b)))
+            hashes = await pipe.execute()
+        for h in hashes:
+            for fields, n in h.items():
+                rule, playbook, reason = str(fields).split(_STATS_SEP)
+                out[(rule, playbook, reason)] = out.get((rule, playbook, reason), 0) + int(n)
+        return out
 
     async def publish_playbooks(self, definitions: Sequence[PlaybookDefinition]) -> None:
         """HSETNX each definition into its playbook's hash of versions."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +29,7 @@ from receiver.execution import (
 )
 from receiver.states import TERMINAL, ExecutionStatus, sources_of
 from receiver.store.base import (
+    STATS_BUCKET_S,
     AdmitResult,
     Decided,
     HistoryQuery,
@@ -37,6 +38,7 @@ from receiver.store.base import (
     PlaybookDefinition,
     ResolvedUpdate,
     StoreLimits,
+    stats_bucket,
     taken_over,
 )
 
@@ -84,6 +86,14 @@ CREATE TABLE IF NOT EXISTS timeline (
     event TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS timeline_execution ON timeline (execution_id, seq);
+CREATE TABLE IF NOT EXISTS suppressed (
+    bucket INTEGER NOT NULL,
+    rule TEXT NOT NULL,
+    playbook TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (bucket, rule, playbook, reason)
+);
 CREATE TABLE IF NOT EXISTS playbook_versions (
     name TEXT NOT NULL,
     version TEXT NOT NULL,
@@ -372,6 +382,35 @@ class SQLiteStore:
                 if row:
                     out[rule] = float(row[0])
             return out
+
+        return await self._run(read)
+
+    async def count_suppressed(self, counts: Mapping[tuple[str, str, str], int], now: float) -> None:
+        """Add the counts to now's bucket, and drop buckets older than the history."""
+        bucket = stats_bucket(now)
+        rows = [(bucket, rule, playbook, reason, n) for (rule, playbook, reason), n in counts.items()]
+        expired = bucket - self._limits.retention_s - STATS_BUCKET_S
+
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT INTO suppressed (bucket, rule, playbook, reason, count) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (bucket, rule, playbook, reason) DO UPDATE SET count = count + excluded.count",
+                rows,
+            )
+            db.execute("DELETE FROM suppressed WHERE bucket < ?", (expired,))
+
+        await self._run(write)
+
+    async def suppressed_since(self, since: float) -> dict[tuple[str, str, str], int]:
+        """The counts of the buckets from `since`'s on, summed."""
+
+        def read(db: sqlite3.Connection) -> dict[tuple[str, str, str], int]:
+            rows = db.execute(
+                "SELECT rule, playbook, reason, SUM(count) FROM suppressed WHERE bucket >= ?"
+                " GROUP BY rule, playbook, reason",
+                (stats_bucket(since),),
+            ).fetchall()
+            return {(r[0], r[1], r[2]): int(r[3]) for r in rows}
 
         return await self._run(read)
 
