@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from receiver import handlers
+from receiver import web as ui
 from receiver.auth import Authenticator
 from receiver.config import Config
 from receiver.engine import Engine
@@ -93,6 +94,7 @@ def create_app(
             web.get("/api/v1/rules", handlers.list_rules),
             web.post("/api/v1/rules/{name}/reset", handlers.reset_rule),
             web.get("/api/v1/playbooks", handlers.list_playbooks),
+            *ui.routes(),
         ]
     )
     return app

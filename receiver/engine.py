@@ -161,6 +161,16 @@ class Engine:
         self._versions[key] = pb
         return pb
 
+    async def plan_of(self, meta: ExecutionMeta) -> list[dict[str, Any]] | None:
+        """The steps of the playbook version an execution runs, each with the steps it needs
+        (for drawing its DAG); None when that version cannot be had."""
+        playbook = await self._playbook_for(meta)
+        if isinstance(playbook, str):
+            return None
+        return [
+            {"id": s.id, "action": s.action, "needs": list(playbook.plan.needs[s.id])} for s in playbook.steps
+        ]
+
     # ---- ingest -------------------------------------------------------------------------
 
     def execution_url(self, execution_id: str) -> str:

@@ -200,7 +200,9 @@ async def get_execution(request: web.Request) -> web.Response:
     execution = await engine.store.get(ident)
     if execution is None:
         raise NotFound("execution", ident)
-    return web.json_response(execution.detail(engine.config.settings.external_url.rstrip("/")))
+    body = execution.detail(engine.config.settings.external_url.rstrip("/"))
+    body["plan"] = await engine.plan_of(execution.meta)
+    return web.json_response(body)
 
 
 async def cancel_execution(request: web.Request) -> web.Response:
@@ -307,7 +309,16 @@ async def list_playbooks(request: web.Request) -> web.Response:
                     "name": p.name,
                     "description": p.description,
                     "timeout_s": p.timeout_s,
-                    "steps": [{"id": s.id, "action": s.action, "timeout_s": s.timeout_s} for s in p.steps],
+                    "version": p.version,
+                    "steps": [
+                        {
+                            "id": s.id,
+                            "action": s.action,
+                            "timeout_s": s.timeout_s,
+                            "needs": list(p.plan.needs[s.id]),
+                        }
+                        for s in p.steps
+                    ],
                     "source": p.source,
                 }
                 for p in playbooks.values()

@@ -118,6 +118,7 @@ async def test_replica_without_the_version_fetches_it_from_the_store(tmp_path: P
     assert done.id == ident
     assert done.status is ExecutionStatus.SUCCEEDED
     assert done.steps[0].stdout.strip() == "old"
+    assert await other.plan_of(done.meta) == [{"id": "say", "action": "script", "needs": []}]
 
 
 async def test_unknown_version_fails_the_execution_saying_so(tmp_path: Path, store: Store) -> None:
