@@ -85,6 +85,7 @@ def create_app(
             web.post("/-/reload", handlers.reload_config),
             web.get("/api/v1/status", handlers.status),
             web.get("/api/v1/stats", handlers.stats),
+            web.get("/api/v1/openapi.json", handlers.openapi),
             web.get("/api/v1/executions", handlers.list_executions),
             web.get("/api/v1/executions/{id}", handlers.get_execution),
             web.post("/api/v1/executions/{id}/approve", handlers.approve_execution),

@@ -6,7 +6,10 @@ import asyncio
 import json
 import time
 from datetime import datetime
+from importlib import resources
+from typing import Any
 
+import yaml
 from aiohttp import web
 
 from receiver import __version__
@@ -92,9 +95,9 @@ async def stats(request: web.Request) -> web.Response:
         if k != "since":
             raise RequestError(k, "unknown parameter (known: since)")
     now = time.time()
-    since = _time_param("since", request.query.get("since")) or now - DEFAULT_STATS_S
-    if since > now:
-        raise RequestError("since", "must be in the past")
+    since = _time_param("since", request.query.get("since"))
+    if since is None:
+        since = now - DEFAULT_STATS_S
     store = request.app[ENGINE].store
     executions: list[Execution] = []
     cursor: str | None = None
@@ -115,30 +118,57 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+def _openapi() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(
+        resources.files("receiver").joinpath("openapi.yaml").read_text("utf-8")
+    )
+    doc["info"]["version"] = __version__
+    return doc
+
+
+_OPENAPI = json.dumps(_openapi())
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """GET /api/v1/openapi.json: the OpenAPI 3 document of this API."""
+    return web.Response(text=_OPENAPI, content_type="application/json")
+
+
 async def metrics(request: web.Request) -> web.Response:
     """GET /metrics: Prometheus text format."""
     body = request.app[ENGINE].metrics.render()
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
-def _time_param(name: str, value: str | None) -> float | None:
-    """RFC 3339, epoch seconds, or a duration meaning that long ago ("1h")."""
-    if value is None or value == "":
-        return None
+# Times given as parameters are held between the epoch and the end of year 9999, so that any
+# number or duration, however large, still reads as a time (before the epoch means "from the start").
+LATEST_TIME = 253402300799.0
+
+
+def _read_time(value: str) -> float | None:
+    """Epoch seconds, RFC 3339, or a duration meaning that long ago; None if it is none of them."""
     try:
         return float(value)
     except ValueError:
         pass
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+        return datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00")).timestamp()
+    except (ValueError, OverflowError):
         pass
     try:
         return time.time() - parse_duration(value)
     except ValueError:
-        raise RequestError(
-            name, f"expected RFC 3339, epoch seconds or a duration like 1h, got {value!r}"
-        ) from None
+        return None
+
+
+def _time_param(name: str, value: str | None) -> float | None:
+    """A time parameter (see _read_time), held between the epoch and LATEST_TIME."""
+    if value is None or value == "":
+        return None
+    t = _read_time(value)
+    if t is None or t != t:  # unreadable, or NaN
+        raise RequestError(name, f"expected RFC 3339, epoch seconds or a duration like 1h, got {value!r}")
+    return min(max(t, 0.0), LATEST_TIME)
 
 
 def history_query(q: dict[str, str]) -> HistoryQuery:
