@@ -259,11 +259,11 @@ async def _decision_body(request: web.Request) -> tuple[str, str]:
     if not isinstance(body, dict):
         raise RequestError("body", 'expected an object like {"by": "alice", "comment": "..."}')
     by, comment = body.get("by", "operator"), body.get("comment", "")
-    if not isinstance(by, str) or not 0 < len(by.strip()) <= MAX_BY:
+    if not isinstance(by, str) or not 0 < len(by) <= MAX_BY:
         raise RequestError("by", f"expected a name of 1 to {MAX_BY} characters")
     if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
         raise RequestError("comment", f"expected text of at most {MAX_COMMENT} characters")
-    return by.strip(), comment
+    return by.strip() or "operator", comment
 
 
 async def approve_execution(request: web.Request) -> web.Response:

@@ -157,7 +157,9 @@ async def test_deciding_twice_or_too_early_is_a_conflict(tmp_path: Path, store: 
         url = f"/api/v1/executions/{parked.id}"
         bad = await client.post(f"{url}/approve", data="[1]")
         assert bad.status == 400 and "body" in (await bad.json())["error"]
-        r = await client.post(f"{url}/approve", json={"by": "carol", "comment": "ok"})
+        too_long = await client.post(f"{url}/approve", json={"by": "x" * 101})
+        assert too_long.status == 400 and (await too_long.json())["param"] == "by"
+        r = await client.post(f"{url}/approve", json={"by": " carol ", "comment": "ok"})
         body = await r.json()
         assert r.status == 200 and body["status"] == "queued"
         assert body["approval"]["decision"]["by"] == "carol"

@@ -177,14 +177,14 @@ async def test_stats_endpoint_reports_what_the_engine_recorded(tmp_path: Path, s
     ("query", "param"),
     [
         ({"since": "yesterday"}, "since"),
-        ({"since": "2999-01-01T00:00:00Z"}, "since"),
+        ({"since": "nan"}, "since"),
         ({"rule": "x"}, "rule"),
     ],
 )
 async def test_stats_refuses_bad_parameters_naming_them(
     tmp_path: Path, store: Store, query: dict[str, str], param: str
 ) -> None:
-    """An unreadable or future `since`, or an unknown parameter, is a 400 naming it."""
+    """An unreadable `since` (a word, NaN), or an unknown parameter, is a 400 naming it."""
     config = load_config(
         write_config(
             tmp_path,

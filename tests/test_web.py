@@ -186,7 +186,8 @@ def test_assets_are_served_with_a_strict_policy_and_nothing_else_is(served: Serv
     for name, kind in [("app.js", "text/javascript"), ("app.css", "text/css")]:
         with urllib.request.urlopen(f"{served.url}/ui/{name}", timeout=5) as resp:
             assert resp.headers["Content-Type"].startswith(kind)
-    with pytest.raises(urllib.error.HTTPError) as missing:
-        urllib.request.urlopen(served.url + "/ui/../receiver.yml", timeout=5)
-    assert missing.value.code == 404
-    missing.value.close()
+    for name in ["../receiver.yml", "%0D%0Aevil", "app.py"]:
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"{served.url}/ui/{name}", timeout=5)
+        assert missing.value.code == 404
+        missing.value.close()

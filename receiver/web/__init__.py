@@ -10,6 +10,8 @@ from importlib import resources
 
 from aiohttp import web
 
+from receiver.errors import NotFound
+
 # name -> content type; nothing else under /ui/ is served.
 ASSETS = {
     "index.html": "text/html",
@@ -45,7 +47,7 @@ async def asset(request: web.Request) -> web.Response:
     """GET /ui/ and GET /ui/{name}: a file of the web view."""
     name = request.match_info.get("name") or "index.html"
     if name not in ASSETS:
-        raise web.HTTPNotFound(reason=f"no such file: /ui/{name}")
+        raise NotFound("web view file", name)  # the name is quoted: it may hold anything
     return web.Response(body=_FILES[name], content_type=ASSETS[name], charset="utf-8", headers=HEADERS)
 
 
