@@ -67,7 +67,13 @@ def create_app(
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
         if workers:
             engine.start()
+        watcher = None
+        if config.settings.watch > 0:
+            watcher = asyncio.create_task(reloader.watch(config.settings.watch), name="watch")
         yield
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
         if sighup:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         await asyncio.gather(*pending, return_exceptions=True)

@@ -89,6 +89,9 @@ class Settings(BaseModel):
     # On SIGTERM, how long running steps may take to finish before they are stopped and handed
     # back; below Kubernetes' default terminationGracePeriodSeconds of 30s.
     shutdown_grace: float = 25.0
+    # Reload by itself when the content of a config, rules or playbook file changes (or a file is
+    # added or removed), looking this often; 0: only on SIGHUP or POST /-/reload.
+    watch: float = 0.0
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     history: HistorySettings = Field(default_factory=HistorySettings)
     dedup: DedupSettings = Field(default_factory=DedupSettings)
@@ -97,6 +100,11 @@ class Settings(BaseModel):
     outcome: OutcomeSettings = Field(default_factory=OutcomeSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     tls: TlsSettings | None = None
+
+    @field_validator("watch", mode="before")
+    @classmethod
+    def _watch(cls, v: Any) -> float:
+        return parse_duration(v)
 
     @field_validator("shutdown_grace", mode="before")
     @classmethod
@@ -210,6 +218,17 @@ def _expand(patterns: list[str], base: Path, key: str, errors: list[ConfigError]
             errors.append(ConfigError(f"{key}: {pattern!r} matches no file", file=file))
         paths.extend(Path(h) for h in hits)
     return paths
+
+
+def watched_files(config: Config) -> list[Path]:
+    """The files a config was loaded from, as its patterns match them now (new files included)."""
+    if config.path is None:
+        return []
+    base = config.path.parent
+    found: list[Path] = [config.path]
+    for patterns in (config.settings.rules, config.settings.playbooks):
+        found.extend(_expand(patterns, base, "", [], ""))
+    return found
 
 
 def load_config(

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from receiver.config import Config, Settings, load_config
+from receiver.config import Config, Settings, load_config, watched_files
 from receiver.engine import Engine
 from receiver.errors import ConfigError, ConfigErrors
 from receiver.execution import iso
@@ -32,6 +33,7 @@ RESTART_ONLY = (
     "max_queued",
     "reclaim_after",
     "shutdown_grace",
+    "watch",
     "webhook",
     "history.retention",
     "history.max_executions",
@@ -61,7 +63,7 @@ class ReloadResult:
 
     ok: bool
     at: float
-    trigger: str  # "SIGHUP", "api" or "startup"
+    trigger: str  # "startup", "SIGHUP", "api" or "watch"
     version: str  # the config version in use after it
     errors: list[str] = field(default_factory=list)
     restart_required: list[str] = field(default_factory=list)
@@ -146,6 +148,20 @@ class Reloader:
         self._log.error("config.reload_refused", trigger=trigger, version=old.version, errors=errors)
         return ReloadResult(ok=False, at=now, trigger=trigger, version=old.version, errors=errors)
 
+    async def watch(self, interval_s: float) -> None:
+        """Reload whenever the files' content changes, looking every interval_s; runs until
+        cancelled. A change that does not load is refused once, not at every look."""
+        seen = await asyncio.to_thread(files_digest, self._engine.config)
+        while True:
+            await asyncio.sleep(interval_s)
+            now = await asyncio.to_thread(files_digest, self._engine.config)
+            if now != seen:
+                seen = now
+                try:
+                    await self.reload("watch")
+                except Exception:  # a bug must not end the watching
+                    self._log.exception("config.watch_failed")
+
     def status(self) -> dict[str, Any]:
         """What /api/v1/status shows of the config."""
         config = self._engine.config
@@ -157,6 +173,20 @@ class Reloader:
             "playbooks": {p.name: p.version for p in config.playbooks.values()},
             "last_reload": self.last.as_json(),
         }
+
+
+def files_digest(config: Config) -> str:
+    """A digest of the names and contents of the files a config comes from (a Kubernetes
+    ConfigMap update swaps a symlink: contents, not times, tell)."""
+    h = hashlib.sha256()
+    for path in watched_files(config):
+        h.update(str(path).encode() + b"\0")
+        try:
+            h.update(path.read_bytes())
+        except OSError as e:
+            h.update(f"unreadable: {e}".encode())
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 def _loader(path: Path | None, store_url: str) -> Callable[[], Config]:

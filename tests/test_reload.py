@@ -4,6 +4,8 @@ with, whichever replica runs them and whatever it has loaded since."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -212,3 +214,46 @@ async def test_reload_endpoint_and_status(tmp_path: Path, store: Store) -> None:
         status = await (await client.get("/api/v1/status")).json()
         assert status["config"]["version"] == body["version"]
         assert status["config"]["last_reload"]["ok"] is False
+
+
+async def test_watch_reloads_on_a_content_change_and_refuses_a_bad_one_once(
+    tmp_path: Path, store: Store
+) -> None:
+    """With watching on, a changed playbook, a new rules file and a broken edit are each noticed
+    by content: good ones are put in use, a bad one is refused once (not at every look), and
+    unchanged files cause no reload."""
+    path = configure(tmp_path, "one")
+    engine = Engine(config=load_config(path), store=store, metrics=Metrics(), consumer="t")
+    reloader = Reloader(engine)
+    watcher = asyncio.create_task(reloader.watch(0.05))
+
+    async def until(check: Callable[[], bool]) -> None:
+        for _ in range(100):
+            if check():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"not reached; last reload {reloader.last}")
+
+    def reloads(result: str) -> float:
+        return engine.metrics.reloads.labels(result)._value.get()
+
+    try:
+        first = engine.config.version
+        await asyncio.sleep(0.3)
+        assert reloads("success") == 0  # nothing changed: nothing reloaded
+        configure(tmp_path, "two")
+        await until(lambda: engine.config.version != first)
+        assert reloader.last.trigger == "watch" and reloader.last.ok
+        (tmp_path / "rules" / "more.yml").write_text(
+            "rules:\n  - name: extra\n    matchers: ['alertname=\"B\"']\n    playbook: p\n"
+        )
+        # rules files load in name order: more.yml before rules.yml
+        await until(lambda: [r.name for r in engine.config.rules] == ["extra", "r"])
+        (tmp_path / "playbooks" / "p.yml").write_text("name: p\nsteps: nope\n")
+        await until(lambda: not reloader.last.ok)
+        await asyncio.sleep(0.3)
+        assert reloads("failure") == 1
+        assert [r.name for r in engine.config.rules] == ["extra", "r"]
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
