@@ -68,11 +68,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         rules=len(config.rules),
         playbooks=len(config.playbooks),
     )
-    app = create_app(
-        config,
-        load=lambda: load_config(args.config, store_override=args.store, listen_override=args.listen),
-        sighup=True,
-    )
+    try:
+        app = create_app(
+            config,
+            load=lambda: load_config(args.config, store_override=args.store, listen_override=args.listen),
+            sighup=True,
+        )
+    except ConfigError as e:  # the store URL, checked when the store is opened
+        print(f"receiver: {e}", file=sys.stderr)
+        return 1
     # Everything loaded so far lives as long as the process: keep the collector from walking it
     # again at every full collection (a webhook allocates many short-lived objects).
     gc.freeze()
@@ -206,6 +210,9 @@ def cmd_route_test(args: argparse.Namespace) -> int:
             state = asyncio.run(_store_state(config, alert, rows))
         except StoreUnavailable as e:
             print(f"receiver: the store was not consulted: {e}", file=sys.stderr)
+        except ConfigError as e:
+            print(f"receiver: {e}", file=sys.stderr)
+            return 2
     print(json.dumps(as_json(alert, rows, state), indent=2) if args.json else as_text(alert, rows, state))
     return 0 if rows else 1
 

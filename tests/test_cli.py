@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support import PROJECT, write_config
 
 BAD_PLAYBOOK = "name: p\nsteps:\n  - id: s\n    action: script\n    with: {command: rm -rf /}\n"
@@ -51,6 +53,27 @@ def test_missing_config_file_is_named(tmp_path: Path) -> None:
     """A config path that does not exist is reported by name."""
     r = receiver("check", "--config", str(tmp_path / "nope.yml"))
     assert r.returncode == 1 and "nope.yml" in r.stderr and "cannot read file" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "code"), [(("serve", "--listen", "127.0.0.1:1"), 1), (("route-test", "alertname=A"), 2)]
+)
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("mysql://db", "store: unsupported store URL 'mysql://db'"),
+        ("redis+sentinel://h:port/svc", "store: Sentinel 'h:port': the port must be a number"),
+        ("redis+sentinel://h:26379", "store: name the Sentinel service"),
+        ("redis+sentinel://h:26379/svc/db", "store: after the service name, only a database number"),
+    ],
+)
+def test_bad_store_url_is_refused_naming_it(command: tuple[str, ...], code: int, url: str, says: str) -> None:
+    """A store URL the receiver cannot use stops `serve` and `route-test` with a message naming
+    what is wrong (before, a bad Sentinel port silently became 26379, and the rest tracebacks)."""
+    r = receiver(command[0], "--config", "receiver.yml", "--store", url, *command[1:])
+    assert r.returncode == code, r.stderr
+    assert says in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_listen_override_is_validated() -> None:

@@ -17,7 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from receiver.dedup import AdmissionPlan, Outcome
-from receiver.errors import Overloaded, StoreUnavailable
+from receiver.errors import ConfigError, Overloaded, StoreUnavailable
 from receiver.execution import (
     Approval,
     Decision,
@@ -610,12 +610,24 @@ def _sentinel_client(url: str, options: dict[str, Any]) -> tuple[aioredis.Redis,
 
     parts = urlsplit(url)
     hosts = []
+    shape = "redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB]"
     for item in parts.netloc.rpartition("@")[2].split(","):
-        host, _, port = item.rpartition(":")
-        hosts.append((host or item, int(port) if port.isascii() and port.isdigit() else 26379))
+        host, sep, port = item.rpartition(":")
+        if not sep or host.endswith(":") or item.endswith("]"):  # no port: Sentinel's own
+            hosts.append((item, 26379))
+        elif port.isascii() and port.isdigit() and 0 < int(port) < 65536:
+            hosts.append((host, int(port)))
+        else:
+            raise ConfigError(
+                f"Sentinel {item!r}: the port must be a number from 1 to 65535 ({shape})", where="store"
+            )
     path = [p for p in parts.path.split("/") if p]
     if not path:
-        raise ValueError(f"{url}: name the Sentinel service: redis+sentinel://HOST:PORT/SERVICE[/DB]")
+        raise ConfigError(f"name the Sentinel service: {shape}", where="store")
+    if len(path) > 2 or (len(path) == 2 and not (path[1].isascii() and path[1].isdigit())):
+        raise ConfigError(
+            f"after the service name, only a database number may follow: {shape}", where="store"
+        )
     password = unquote(parts.password) if parts.password else None
     sentinel = Sentinel(hosts, socket_timeout=2, socket_connect_timeout=2)  # type: ignore[no-untyped-call]
     client: aioredis.Redis = sentinel.master_for(
