@@ -21,6 +21,8 @@ CORE = [
     "receiver.durations",
     "receiver.environment",
     "receiver.approval",
+    "receiver.stats",
+    "receiver.routetest",
 ]
 FORBIDDEN = ["aiohttp", "redis", "asyncio", "subprocess", "sqlite3"]
 
