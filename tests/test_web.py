@@ -129,6 +129,8 @@ def test_operator_sees_a_run_live_approves_it_and_reads_the_stats(served: Served
     expect(page.locator(".dag svg path")).to_have_count(5)
     page.locator('.node[data-step="report"]').click()
     expect(page.locator("main pre").first).to_contain_text("alert ReceiverDemo for web-1")
+    page.wait_for_timeout(1500)  # a refresh redraws the steps: the keyboard focus stays on the step
+    assert page.evaluate("document.activeElement.dataset.step") == "report"
     page.screenshot(path=str(ARTIFACTS / "2-waiting-approval.png"), full_page=True)
 
     page.fill("#comment", "looks right")

@@ -84,17 +84,19 @@ function askToken(why) {
   if (!dialog.open) dialog.showModal();
 }
 
+// Call fn now and again every ms (or after the delay fn returns) until the view changes.
 function refresh(fn, ms = POLL_MS) {
   const mine = view;
   const tick = async () => {
     if (mine !== view) return;
+    let next = ms;
     try {
-      await fn(mine);
+      next = (await fn(mine)) || ms;
       setLive(`updated ${new Date().toLocaleTimeString()}`);
     } catch (e) {
       if (mine === view) setLive(e.status === 401 ? "waiting for a token" : `update failed: ${e.message}`);
     }
-    if (mine === view) timer = setTimeout(tick, ms);
+    if (mine === view) timer = setTimeout(tick, next);
   };
   tick();
 }
@@ -258,7 +260,7 @@ function showExecution(main, id) {
   const head = h("div");
   const bar = h("div", { class: "actions", role: "group", "aria-label": "Actions" });
   const dag = h("div", { class: "dag", role: "list", "aria-label": "Steps" });
-  const detail = h("section", { "aria-live": "polite" });
+  const detail = h("section");
   const about = h("div", { class: "two" });
   const timeline = h("ol", { class: "timeline" });
   replace(main, head, bar, h("h2", {}, "Steps"), dag, detail, about, h("h2", {}, "Timeline"), timeline);
@@ -283,6 +285,7 @@ function showExecution(main, id) {
       replace(bar, actions(e));
       shownStatus = e.status;
     }
+    const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.step : undefined;
     replace(dag, layers(plan).map((col) => h("div", { class: "col" }, col.map((s) => {
       const rec = steps[s.id];
       const status = rec ? rec.status : "pending";
@@ -295,6 +298,10 @@ function showExecution(main, id) {
         rec && rec.attempts > 1 ? ` · ${rec.attempts} attempts` : "",
         rec && rec.exit_code !== null && rec.exit_code !== undefined ? ` · exit ${rec.exit_code}` : ""));
     }))));
+    if (focused !== undefined) {  // keep the keyboard where it was across refreshes
+      const again = dag.querySelector(`[data-step="${CSS.escape(focused)}"]`);
+      if (again) again.focus();
+    }
     requestAnimationFrame(() => drawEdges(dag, plan));
     replace(detail, selected ? [h("h2", {}, `Step ${selected}`), stepDetail(steps[selected])] : h("p", { class: "muted" }, "Select a step to see its output."));
     const kv = (title, obj) => h("section", {}, h("h2", {}, title), h("table", {}, h("tbody", {},
@@ -305,6 +312,7 @@ function showExecution(main, id) {
   const load = async (mine) => {
     const e = await api(`/api/v1/executions/${encodeURIComponent(id)}`);
     if (mine === view) render(e);
+    return TERMINAL.has(e.status) ? 10000 : 1000;  // an ended one only changes when its alert resolves
   };
   refreshNow = () => load(view).catch((err) => setLive(`update failed: ${err.message}`));
   refresh(load, 1000);
