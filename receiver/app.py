@@ -55,6 +55,7 @@ def create_app(
     app[handlers.ENGINE] = engine
     reloader = Reloader(engine, load=load)
     app[handlers.RELOADER] = reloader
+    app[handlers.STATS_CACHE] = handlers.StatsCache()
     pending: set[asyncio.Task[ReloadResult]] = set()
 
     def on_sighup() -> None:

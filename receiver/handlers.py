@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -16,13 +17,13 @@ from receiver import __version__
 from receiver.durations import parse_duration
 from receiver.engine import Engine
 from receiver.errors import NotFound, PayloadError, RequestError, StoreUnavailable
-from receiver.execution import Execution, Verdict, iso
+from receiver.execution import Verdict, iso
 from receiver.middleware import IDENTITY
 from receiver.models import parse_payload
 from receiver.reload import Reloader
 from receiver.states import ExecutionStatus
-from receiver.stats import report
-from receiver.store.base import HistoryQuery, stats_bucket
+from receiver.stats import Report
+from receiver.store.base import HistoryQuery, Store, stats_bucket
 
 ENGINE = web.AppKey("engine", Engine)
 RELOADER = web.AppKey("reloader", Reloader)
@@ -30,6 +31,8 @@ MAX_PAGE = 500
 DEFAULT_PAGE = 50
 # A report reads at most this many executions (newest first) and says when it stopped short.
 STATS_SCAN_MAX = 20_000
+# How long a computed report is answered again (reading 20,000 records takes seconds).
+STATS_CACHE_S = 10.0
 DEFAULT_STATS_S = 86400.0
 # /-/ready answers within this even when the store hangs.
 READY_TIMEOUT_S = 2.0
@@ -90,32 +93,64 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def stats(request: web.Request) -> web.Response:
-    """GET /api/v1/stats?since=24h: per rule and per playbook, how remediations did."""
+    """GET /api/v1/stats?since=24h: per rule and per playbook, how remediations did.
+
+    A report reads up to STATS_SCAN_MAX records, so the same report is answered from memory for
+    STATS_CACHE_S, however many people look; one is computed at a time.
+    """
     for k in request.query:
         if k != "since":
             raise RequestError(k, "unknown parameter (known: since)")
+    key = request.query.get("since", "")
+    since_param = _time_param("since", key)  # a bad one is refused before any cache
+    cache = request.app[STATS_CACHE]
+    async with cache.lock:
+        hit = cache.reports.get(key)
+        if hit is not None and time.monotonic() - hit[0] < STATS_CACHE_S:
+            return web.json_response(hit[1])
+        body = await _stats(request.app[ENGINE].store, since_param)
+        cache.reports = {k: v for k, v in cache.reports.items() if time.monotonic() - v[0] < STATS_CACHE_S}
+        cache.reports[key] = (time.monotonic(), body)
+    return web.json_response(body)
+
+
+async def _stats(store: Store, since: float | None) -> dict[str, Any]:
     now = time.time()
-    since = _time_param("since", request.query.get("since"))
     if since is None:
         since = now - DEFAULT_STATS_S
-    store = request.app[ENGINE].store
-    executions: list[Execution] = []
+    built = Report()
+    scanned = 0
     cursor: str | None = None
-    while len(executions) < STATS_SCAN_MAX:
-        page = await store.history(HistoryQuery(since=since, cursor=cursor, limit=MAX_PAGE))
-        executions.extend(page.items)
+    while scanned < STATS_SCAN_MAX:
+        page = await store.history(
+            HistoryQuery(since=since, cursor=cursor, limit=min(MAX_PAGE, STATS_SCAN_MAX - scanned))
+        )
+        for e in page.items:
+            built.add(e)
+        scanned += len(page.items)
         cursor = page.next_cursor
         if cursor is None:
             break
-    body = {
+    built.add_suppressed(await store.suppressed_since(since))
+    return {
         "since": iso(since),
         "until": iso(now),
         "suppressed_since": iso(stats_bucket(since)),
-        "executions_scanned": len(executions),
+        "executions_scanned": scanned,
         "truncated": cursor is not None,
-        **report(executions[:STATS_SCAN_MAX], await store.suppressed_since(since)),
+        **built.as_json(),
     }
-    return web.json_response(body)
+
+
+@dataclass
+class StatsCache:
+    """Reports computed lately, by their `since` parameter, with when (monotonic)."""
+
+    reports: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+STATS_CACHE = web.AppKey("stats_cache", StatsCache)
 
 
 def _openapi() -> dict[str, Any]:

@@ -100,34 +100,55 @@ def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-def report(executions: Iterable[Execution], suppressed: Mapping[SuppressedKey, int]) -> dict[str, Any]:
-    """Totals, then one entry per rule and per playbook (by name), and the unrouted count."""
-    total = Tally()
-    rules: dict[str, Tally] = {}
-    playbooks: dict[str, Tally] = {}
-    rule_playbooks: dict[str, set[str]] = {}
-    for e in executions:
+class Report:
+    """The report built one execution at a time, so no more than one page of them is held."""
+
+    def __init__(self) -> None:
+        self.total = Tally()
+        self.rules: dict[str, Tally] = {}
+        self.playbooks: dict[str, Tally] = {}
+        self.rule_playbooks: dict[str, set[str]] = {}
+        self.unrouted = 0
+
+    def add(self, e: Execution) -> None:
         for t in (
-            total,
-            rules.setdefault(e.meta.rule, Tally()),
-            playbooks.setdefault(e.meta.playbook, Tally()),
+            self.total,
+            self.rules.setdefault(e.meta.rule, Tally()),
+            self.playbooks.setdefault(e.meta.playbook, Tally()),
         ):
             t.add(e)
-        rule_playbooks.setdefault(e.meta.rule, set()).add(e.meta.playbook)
-    unrouted = 0
-    for (rule, playbook, reason), n in suppressed.items():
-        if not rule:
-            unrouted += n
-            continue
-        for t in (total, rules.setdefault(rule, Tally()), playbooks.setdefault(playbook, Tally())):
-            t.suppressed[reason] += n
-        rule_playbooks.setdefault(rule, set()).add(playbook)
-    return {
-        "totals": total.as_json(),
-        "rules": [
-            {"rule": name, "playbooks": sorted(rule_playbooks.get(name, ())), **t.as_json()}
-            for name, t in sorted(rules.items())
-        ],
-        "playbooks": [{"playbook": name, **t.as_json()} for name, t in sorted(playbooks.items())],
-        "unrouted": unrouted,
-    }
+        self.rule_playbooks.setdefault(e.meta.rule, set()).add(e.meta.playbook)
+
+    def add_suppressed(self, suppressed: Mapping[SuppressedKey, int]) -> None:
+        for (rule, playbook, reason), n in suppressed.items():
+            if not rule:
+                self.unrouted += n
+                continue
+            for t in (
+                self.total,
+                self.rules.setdefault(rule, Tally()),
+                self.playbooks.setdefault(playbook, Tally()),
+            ):
+                t.suppressed[reason] += n
+            self.rule_playbooks.setdefault(rule, set()).add(playbook)
+
+    def as_json(self) -> dict[str, Any]:
+        """Totals, then one entry per rule and per playbook (by name), and the unrouted count."""
+        return {
+            "totals": self.total.as_json(),
+            "rules": [
+                {"rule": name, "playbooks": sorted(self.rule_playbooks.get(name, ())), **t.as_json()}
+                for name, t in sorted(self.rules.items())
+            ],
+            "playbooks": [{"playbook": name, **t.as_json()} for name, t in sorted(self.playbooks.items())],
+            "unrouted": self.unrouted,
+        }
+
+
+def report(executions: Iterable[Execution], suppressed: Mapping[SuppressedKey, int]) -> dict[str, Any]:
+    """The report of these executions and suppressed counts (see Report)."""
+    r = Report()
+    for e in executions:
+        r.add(e)
+    r.add_suppressed(suppressed)
+    return r.as_json()

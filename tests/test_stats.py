@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from receiver import handlers
 from receiver.app import create_app
 from receiver.config import load_config
 from receiver.execution import Execution, ExecutionMeta, StepRecord
@@ -144,9 +145,11 @@ async def wait_ended(client: TestClient[Any, Any], ident: str) -> dict[str, Any]
     raise AssertionError(f"execution {ident} did not end")
 
 
-async def test_stats_endpoint_reports_what_the_engine_recorded(tmp_path: Path, store: Store) -> None:
-    """A real run, its resolution, a re-send, a cooldown and an unrouted alert show up in
-    /api/v1/stats for the rule and the playbook."""
+async def test_stats_endpoint_reports_what_the_engine_recorded(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real run, a re-send, a cooldown and an unrouted alert show up in /api/v1/stats for the
+    rule and the playbook; a report is answered again from memory until STATS_CACHE_S passes."""
     steps = "  - id: s\n    action: script\n    with: {command: [sh, -c, 'exit 3']}\n"
     config = load_config(write_config(tmp_path, rules=RULES, playbooks={"p": f"name: p\nsteps:\n{steps}"}))
     app = create_app(config, store=store)
@@ -162,6 +165,13 @@ async def test_stats_endpoint_reports_what_the_engine_recorded(tmp_path: Path, s
         resp = await client.get("/api/v1/stats", params={"since": "1h"})
         body = await resp.json()
         assert resp.status == 200, body
+        # Another unrouted alert: the same report is answered for a while, then a new one.
+        await client.post("/webhook", json=payload(alert("Other", n="2")))
+        await app[ENGINE].flush_stats()
+        assert (await (await client.get("/api/v1/stats", params={"since": "1h"})).json()) == body
+        monkeypatch.setattr(handlers, "STATS_CACHE_S", 0.0)
+        fresh = await (await client.get("/api/v1/stats", params={"since": "1h"})).json()
+        assert fresh["unrouted"] == 2
     assert body["executions_scanned"] == 1 and body["truncated"] is False
     [rule] = body["rules"]
     assert rule["rule"] == "fix" and rule["playbooks"] == ["p"]

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from tests.support import PROJECT, alert, free_port, payload, wait_port
+from tests.test_e2e_alertmanager import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -152,6 +153,12 @@ def test_operator_sees_a_run_live_approves_it_and_reads_the_stats(served: Served
     decision = served.call("GET", f"/api/v1/executions/{ident}")["approval"]["decision"]
     assert decision["by"] == "alice" and decision["comment"] == "looks right"
 
+    # Suppressed counts reach the store within 5 s and a report is kept 10 s: wait for one that
+    # has the duplicate (the page asks for the same report, since=24h).
+    wait_for(
+        "the duplicate in the stats",
+        lambda: served.call("GET", "/api/v1/stats?since=24h")["totals"]["suppressed"].get("duplicate") == 1,
+    )
     page.get_by_role("link", name="Stats").click()
     expect(page.locator(".cards")).to_contain_text("100%")  # succeeded, and recovered after it started
     expect(page.get_by_role("row", name="receiver-demo")).to_contain_text("duplicate 1", timeout=15000)

@@ -348,7 +348,7 @@ function showStats(main) {
       s.truncated ? h("p", { class: "notice" }, `Only the newest ${s.executions_scanned} executions were read.`) : null,
       h("h2", {}, "By rule"), rows(s.rules, "Rule"),
       h("h2", {}, "By playbook"), rows(s.playbooks, "Playbook"));
-  }, 10000);
+  }, 30000);
 }
 
 // ---- rules and playbooks ---------------------------------------------------------------
