@@ -132,7 +132,7 @@ function showList(main) {
   const waiting = h("div", { id: "waiting" });
   const table = h("table", { id: "executions" },
     h("caption", {}, "Newest first; updates every 2 seconds."),
-    h("thead", {}, h("tr", {}, ["Status", "Alert", "Rule", "Playbook", "Created", "Duration", "Recovered"].map((c) => h("th", { scope: "col" }, c)))),
+    h("thead", {}, h("tr", {}, ["Status", "Alert", "Rule", "Playbook", "Started", "Duration", "Recovered"].map((c) => h("th", { scope: "col" }, c)))),
     h("tbody"));
   replace(main, h("h1", {}, "Executions"), waiting, form, table);
   refresh(async (mine) => {
@@ -148,7 +148,7 @@ function showList(main) {
       h("td", {}, badge(e.status)),
       h("td", {}, h("a", { href: `#/executions/${e.id}` }, e.alertname)),
       h("td", {}, e.rule), h("td", {}, e.playbook),
-      h("td", {}, when(e.created_at)),
+      h("td", {}, e.started_at ? when(e.started_at) : h("span", { class: "muted" }, `queued ${when(e.created_at)}`)),
       h("td", { class: "num" }, seconds(e.duration_s ?? elapsed(e.started_at, e.finished_at))),
       h("td", {}, e.recovered ? `yes, after ${seconds(e.recovered_after_s)}` : (e.resolved_at ? "resolved before" : "–")),
     )) : h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No executions match.")));
