@@ -33,6 +33,8 @@ class RouteRow:
     cooldown_key: str = ""
     lock: str | None = None
     error: str | None = None  # a template of the rule (or the playbook's lock) failed for this alert
+    rate_max: int = 0  # the rule's rate_limit: at most rate_max admissions within rate_per_s
+    rate_per_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class StoreState:
     seen: bool  # this notification (fingerprint, startsAt, status) was processed already
     cooldowns: Mapping[str, float]  # cooldown key -> when it ends (epoch seconds)
     breakers: Mapping[str, float]  # rule -> when its open circuit breaker closes
+    rates: Mapping[str, int] = field(default_factory=dict)  # rule -> admissions in its rate window
 
 
 def explain(alert: Alert, rules: tuple[Rule, ...], playbooks: Mapping[str, Playbook]) -> list[RouteRow]:
@@ -68,6 +71,8 @@ def explain(alert: Alert, rules: tuple[Rule, ...], playbooks: Mapping[str, Playb
                 cooldown_key=cooldown_key(d),
                 lock=lock,
                 error=error,
+                rate_max=d.rate_limit.max if d.rate_limit else 0,
+                rate_per_s=d.rate_limit.per if d.rate_limit else 0.0,
             )
         )
     return rows
@@ -75,11 +80,14 @@ def explain(alert: Alert, rules: tuple[Rule, ...], playbooks: Mapping[str, Playb
 
 async def read_state(store: Store, alert: Alert, rows: list[RouteRow], now: float) -> StoreState:
     """Read, and only read, what admission would consult: the notification's idempotency key, the
-    rules' cooldown keys and their circuit breakers. StoreUnavailable propagates."""
+    rules' cooldown keys, their circuit breakers and their rate windows. StoreUnavailable
+    propagates."""
     seen = await store.seen([seen_key(alert)], now)
     cooldowns = await store.cooldowns([r.cooldown_key for r in rows if r.cooldown_s > 0], now)
     breakers = await store.breakers([r.rule for r in rows if r.error is None], now)
-    return StoreState(seen=seen[0], cooldowns=cooldowns, breakers=breakers)
+    windows = {r.rule: r.rate_per_s for r in rows if r.error is None and r.rate_max > 0}
+    rates = await store.rate_counts(windows, now)
+    return StoreState(seen=seen[0], cooldowns=cooldowns, breakers=breakers, rates=rates)
 
 
 def _at(epoch: float) -> str:
@@ -98,6 +106,12 @@ def verdict(alert: Alert, row: RouteRow, state: StoreState | None) -> str:
         return "duplicate: this notification was processed already"
     if row.rule in state.breakers:
         return f"circuit_open: the rule's circuit breaker is open until {_at(state.breakers[row.rule])}"
+    ran = state.rates.get(row.rule, 0)
+    if row.rate_max > 0 and ran >= row.rate_max:
+        return (
+            f"rate_limited: the rule was admitted {ran} times in the last {row.rate_per_s:g}s"
+            f" (rate_limit.max {row.rate_max}); this alert would open its circuit breaker"
+        )
     if row.cooldown_s > 0 and row.cooldown_key in state.cooldowns:
         until = _at(state.cooldowns[row.cooldown_key])
         return f"cooldown: dedup key {row.dedup_key!r} ran within the cooldown; until {until}"

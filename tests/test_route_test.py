@@ -92,6 +92,27 @@ async def test_route_test_agrees_with_the_engine(
         assert said["disk"] == "cooldown"
 
 
+async def test_a_rate_limit_about_to_trip_is_predicted_as_the_engine_then_decides(
+    tmp_path: Path, store: Store
+) -> None:
+    """A rule with rate_limit max 2 per hour: route-test says "would run" while fewer than 2 were
+    admitted in the hour and "rate_limited" once 2 were, which is what admission then answers."""
+    rules = "rules:\n  - name: flappy\n    matchers: ['alertname=\"Flap\"']\n    playbook: p\n"
+    rules += "    rate_limit: {max: 2, per: 1h}\n"
+    cfg = load_config(write_config(tmp_path, rules=rules, playbooks={"p": PLAYBOOK}))
+    engine = Engine(config=cfg, store=store, metrics=Metrics(), consumer="t", clock=lambda: NOW)
+    for n in range(3):
+        a = parsed("Flap", instance=f"host-{n}")
+        rows = explain(a, cfg.rules, cfg.playbooks)
+        said = verdict(a, rows[0], await read_state(store, a, rows, NOW))
+        report = await engine.ingest(parse_payload(payload(alert("Flap", instance=f"host-{n}"))))
+        if n < 2:
+            assert said == "would run" and len(report.accepted) == 1
+        else:
+            assert said.startswith("rate_limited: the rule was admitted 2 times in the last 3600s")
+            assert [x["reason"] for x in report.suppressed] == ["rate_limited"]
+
+
 def test_a_rule_whose_template_fails_is_reported_refused(tmp_path: Path) -> None:
     """A matching rule whose params cannot render for this alert is listed, refused, with the
     reason, as the engine refuses it."""

@@ -174,6 +174,11 @@ class Store(Protocol):
     async def breakers(self, rules: list[str], now: float) -> dict[str, float]:
         """Which of these rules have an open breaker, and when each closes by itself."""
 
+    async def rate_counts(self, windows: Mapping[str, float], now: float) -> dict[str, int]:
+        """For each rule, how many of its executions were admitted within its window (seconds
+        back from now): what its rate_limit counts. Reads only."""
+        ...
+
     async def cooldowns(self, keys: list[str], now: float) -> dict[str, float]:
         """Which of these cooldown keys are cooling down, and when each cooldown ends."""
 

@@ -375,6 +375,18 @@ class RedisStore:
             ttls = await pipe.execute()
         return {rule: now + int(ms) / 1000 for rule, ms in zip(rules, ttls, strict=True) if int(ms) > 0}
 
+    async def rate_counts(self, windows: Mapping[str, float], now: float) -> dict[str, int]:
+        """ZCOUNT of each rule's admissions (scored in ms) within its window, as admit.lua keeps them."""
+        if not windows:
+            return {}
+        now_ms = int(now * 1000)
+        async with self._guard():
+            pipe = self._r.pipeline(transaction=False)
+            for rule, per_s in windows.items():
+                pipe.zcount(self._k("rate", rule), now_ms - int(per_s * 1000), "+inf")
+            counts = await pipe.execute()
+        return {rule: int(n) for rule, n in zip(windows, counts, strict=True)}
+
     async def cooldowns(self, keys: list[str], now: float) -> dict[str, float]:
         """PTTL of each cooldown key: those cooling down, with when they end."""
         if not keys:

@@ -437,6 +437,21 @@ class SQLiteStore:
 
         return await self._run(read)
 
+    async def rate_counts(self, windows: Mapping[str, float], now: float) -> dict[str, int]:
+        """Each rule's rows in `rate` within its window."""
+
+        def read(db: sqlite3.Connection) -> dict[str, int]:
+            return {
+                rule: int(
+                    db.execute(
+                        "SELECT COUNT(*) FROM rate WHERE rule = ? AND at >= ?", (rule, now - per_s)
+                    ).fetchone()[0]
+                )
+                for rule, per_s in windows.items()
+            }
+
+        return await self._run(read)
+
     async def cooldowns(self, keys: list[str], now: float) -> dict[str, float]:
         """The cooldown keys not yet expired, with when each ends."""
 
