@@ -578,10 +578,12 @@ class Engine:
         self._active[meta.id] = runner
         if self._stopping:
             runner.drain()
-        beat = asyncio.create_task(self._heartbeat(runner, consumer))
+        done = asyncio.Event()
+        beat = asyncio.create_task(self._heartbeat(runner, consumer, done))
         try:
             status, error = await self._drive(runner, execution.status, log)
         finally:
+            done.set()  # ends the heartbeat even if the cancel below is swallowed mid-call
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
             self._active.pop(meta.id, None)
@@ -654,11 +656,20 @@ class Engine:
             error = None  # the failure that caused the rollback stays recorded
         return status, error
 
-    async def _heartbeat(self, runner: Runner, consumer: str) -> None:
-        """Keep the worker's claim alive; stop the runner on an operator's cancel or when another
-        worker has taken the execution over."""
-        while True:
-            await asyncio.sleep(HEARTBEAT_S)
+    async def _heartbeat(self, runner: Runner, consumer: str, done: asyncio.Event) -> None:
+        """Keep the worker's claim alive until `done`; stop the runner on an operator's cancel or
+        when another worker has taken the execution over.
+
+        `done`, not only cancellation, ends it: redis-py can swallow a cancellation that lands in
+        the middle of a command and return the reply, and a heartbeat that went on would keep a
+        finished execution's claim, and its worker waiting for it, forever.
+        """
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(HEARTBEAT_S):
+                    await done.wait()
+            if done.is_set():
+                return
             try:
                 lease = await self.store.heartbeat(runner.meta.id, consumer)
             except StoreUnavailable:

@@ -521,3 +521,46 @@ steps:
     assert "namespace" in report.rejected[0]["error"]
     e = await store.get(report.accepted[0]["execution_id"])
     assert e is not None and (e.meta.lock, e.meta.lock_policy) == ("prod/web", "skip")
+
+
+class SwallowingStore:
+    """A real store whose heartbeat behaves as redis-py can: a cancellation that lands in the
+    middle of the call is swallowed and the reply returned. Each heartbeat takes 2 s, so the end of
+    a short run always lands in one."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def heartbeat(self, execution_id: str, consumer: str) -> Any:
+        async def slow() -> Any:
+            await asyncio.sleep(2)
+            return await self._store.heartbeat(execution_id, consumer)
+
+        call = asyncio.ensure_future(slow())
+        while True:
+            try:
+                return await asyncio.shield(call)
+            except asyncio.CancelledError:
+                continue  # swallowed, as the client library does
+
+
+async def test_run_ends_even_when_the_store_swallows_the_heartbeats_cancellation(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The heartbeat stops when the run ends even if its cancellation is swallowed mid-call
+    (seen with redis-py): the execution is recorded succeeded and its worker is free again."""
+    monkeypatch.setattr("receiver.engine.HEARTBEAT_S", 0.01)
+    steps = "  - id: s\n    action: script\n    with: {command: [sleep, '0.3']}\n"
+    engine = Engine(
+        config=config_with(tmp_path, steps), store=SwallowingStore(store), metrics=Metrics(), consumer="t"
+    )  # type: ignore[arg-type]
+    report = await engine.ingest(parse_payload(payload(alert("A", target="x"))))
+    claimed = await store.claim("w", 2)
+    assert claimed is not None and claimed.id == report.accepted[0]["execution_id"]
+    async with asyncio.timeout(10):
+        assert await engine.execute(claimed, "w") is ExecutionStatus.SUCCEEDED
+    done = await store.get(claimed.id)
+    assert done is not None and done.status is ExecutionStatus.SUCCEEDED

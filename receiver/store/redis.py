@@ -4,6 +4,7 @@ through a Redis Stream with a consumer group, records and history indexes are Re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -131,6 +132,12 @@ class RedisStore:
         try:
             yield
         except _CONNECTION_ERRORS as e:
+            # redis-py turns a cancellation that lands mid-command into a connection error; as
+            # StoreUnavailable, a loop that rides out outages (the heartbeat, the sweepers) would
+            # swallow it and never end, and whoever awaits that task would wait forever.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError from e
             raise StoreUnavailable("redis", str(e) or type(e).__name__) from e
 
     def _k(self, *parts: str) -> str:
