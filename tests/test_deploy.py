@@ -8,6 +8,7 @@ schema in kubernetes-validate; their fields that matter are checked here one by 
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import pytest
 import yaml
 
 from receiver.actions.kubernetes import RBAC
+from receiver.metrics import Metrics
 from tests.support import PROJECT
 
 KUBERNETES_VERSION = "1.32"
@@ -160,7 +162,8 @@ def test_dockerfile_rules() -> None:
 
 def test_prometheus_rules_pass_promtool(tmp_path: Path) -> None:
     """The PrometheusRule's groups are valid Prometheus rules; its alerts cover webhook errors,
-    failing executions, the queue backlog and open circuit breakers."""
+    failing executions, the queue backlog, open circuit breakers and refused reloads, and read
+    only metrics the receiver exports."""
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.fail("promtool is not installed (Debian: apt-get install prometheus)")
@@ -175,7 +178,15 @@ def test_prometheus_rules_pass_promtool(tmp_path: Path) -> None:
         "ReceiverExecutionsFailing",
         "ReceiverQueueBacklog",
         "ReceiverCircuitBreakerOpen",
+        "ReceiverConfigReloadFailed",
     } <= names
+    # Every receiver_* series an alert reads is one the receiver exports.
+    exported = {m.name for m in Metrics().registry.collect()}
+    exported |= {f"{n}_{suffix}" for n in exported for suffix in ("total", "count", "sum", "bucket")}
+    used = {
+        m for g in rule["spec"]["groups"] for x in g["rules"] for m in re.findall(r"receiver_\w+", x["expr"])
+    }
+    assert used and used <= exported, used - exported
     monitor = by_kind(render("overlays/production"), "ServiceMonitor")[0]
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
 
