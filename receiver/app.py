@@ -91,6 +91,7 @@ def create_app(
             web.get("/metrics", handlers.metrics),
             web.post("/-/reload", handlers.reload_config),
             web.get("/api/v1/status", handlers.status),
+            web.get("/api/v1/whoami", handlers.whoami),
             web.get("/api/v1/stats", handlers.stats),
             web.get("/api/v1/openapi.json", handlers.openapi),
             web.get("/api/v1/executions", handlers.list_executions),

@@ -14,11 +14,12 @@ import yaml
 from aiohttp import web
 
 from receiver import __version__
+from receiver.auth import Role
 from receiver.durations import parse_duration
 from receiver.engine import Engine
 from receiver.errors import NotFound, PayloadError, RequestError, StoreUnavailable
 from receiver.execution import Verdict, iso
-from receiver.middleware import IDENTITY
+from receiver.middleware import IDENTITY, ROLE
 from receiver.models import parse_payload
 from receiver.reload import Reloader
 from receiver.states import ExecutionStatus
@@ -77,6 +78,16 @@ async def reload_config(request: web.Request) -> web.Response:
     n = len(result.errors)
     return web.json_response(
         {"error": f"the new config has {n} error(s); the one in use stays", **result.as_json()}, status=400
+    )
+
+
+async def whoami(request: web.Request) -> web.Response:
+    """GET /api/v1/whoami: the caller's token name and role (without API tokens configured, the
+    API is open and everyone may do everything)."""
+    if ROLE not in request:
+        return web.json_response({"name": None, "role": Role.ADMIN.name.lower(), "authenticated": False})
+    return web.json_response(
+        {"name": request[IDENTITY], "role": request[ROLE].name.lower(), "authenticated": True}
     )
 
 

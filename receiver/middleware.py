@@ -78,8 +78,10 @@ def error_middleware(metrics: Metrics) -> Middleware:
     return middleware
 
 
-# The API token owner's name on an authenticated request, for handlers that record who acted.
+# The API token owner's name on an authenticated request, for handlers that record who acted,
+# and the token's role.
 IDENTITY = web.RequestKey("identity", str)
+ROLE = web.RequestKey("role", Role)
 # Paths anyone may call: probes and metrics (as Prometheus and the kubelet call them).
 OPEN_PATHS = frozenset({"/-/healthy", "/-/ready", "/metrics"})
 
@@ -117,6 +119,7 @@ def auth_middleware(auth: Authenticator) -> Middleware:
                 f" {who.name} has {who.role.name.lower()}"
             )
         request[IDENTITY] = who.name
+        request[ROLE] = who.role
         return await handler(request)
 
     return middleware

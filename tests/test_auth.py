@@ -128,6 +128,28 @@ async def test_api_roles(tmp_path: Path, store: Store) -> None:
         await client.close()
 
 
+async def test_whoami_names_the_token_and_its_role(tmp_path: Path, store: Store) -> None:
+    """GET /api/v1/whoami answers the token's name and role, 401 without one; with no api_tokens
+    configured the API is open and says so (role admin, not authenticated)."""
+    secrets(tmp_path, viewer="v-token")
+    settings = "auth:\n  api_tokens:\n    - {name: dashboards, token_file: viewer, role: viewer}\n"
+    client = await client_for(tmp_path, store, settings)
+    try:
+        assert (await client.get("/api/v1/whoami")).status == 401
+        r = await client.get("/api/v1/whoami", headers={"Authorization": "Bearer v-token"})
+        assert await r.json() == {"name": "dashboards", "role": "viewer", "authenticated": True}
+    finally:
+        await client.close()
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    client = await client_for(open_dir, store, "")
+    try:
+        r = await client.get("/api/v1/whoami")
+        assert await r.json() == {"name": None, "role": "admin", "authenticated": False}
+    finally:
+        await client.close()
+
+
 def test_missing_secret_files_are_load_errors(tmp_path: Path) -> None:
     """A token file that does not exist is named when the config loads."""
     from receiver.errors import ConfigErrors

@@ -25,6 +25,7 @@ from tests.test_e2e_alertmanager import wait_for
 pytestmark = pytest.mark.timeout(120)
 
 TOKEN = "web-view-test-token"
+VIEWER_TOKEN = "web-view-viewer-token"
 ARTIFACTS = Path(os.environ.get("RECEIVER_TEST_ARTIFACTS", PROJECT / "test-artifacts")) / "web"
 
 
@@ -53,13 +54,19 @@ class Served:
 def served(tmp_path: Path) -> Iterator[Served]:
     """The shipped config, plus an operator token named alice, on a fresh SQLite file."""
     (tmp_path / "alice").write_text(TOKEN)
+    (tmp_path / "bob").write_text(VIEWER_TOKEN)
     shipped = yaml.safe_load((PROJECT / "receiver.yml").read_text())
     shipped.update(
         store=f"sqlite:///{tmp_path / 'r.db'}",
         shutdown_grace="1s",
         rules=[f"{PROJECT}/rules/*.yml"],
         playbooks=[f"{PROJECT}/playbooks/*.yml"],
-        auth={"api_tokens": [{"name": "alice", "token_file": str(tmp_path / "alice"), "role": "operator"}]},
+        auth={
+            "api_tokens": [
+                {"name": "alice", "token_file": str(tmp_path / "alice"), "role": "operator"},
+                {"name": "bob", "token_file": str(tmp_path / "bob"), "role": "viewer"},
+            ]
+        },
     )
     config = tmp_path / "receiver.yml"
     config.write_text(yaml.safe_dump(shipped))
@@ -183,6 +190,23 @@ def test_markup_in_alert_labels_is_shown_as_text(served: Served, page: Any) -> N
     expect(cell).to_have_text(markup)
     assert page.locator("#injected").count() == 0
     assert page.title() == "receiver"
+
+
+def test_a_viewer_sees_the_execution_without_the_buttons(served: Served, page: Any) -> None:
+    """With a viewer's token the execution page shows everything but offers no action, saying
+    why (the API would refuse them with 403)."""
+    from playwright.sync_api import expect
+
+    ident = served.call("POST", "/webhook", demo_alert("web-2"))["accepted"][0]["execution_id"]
+    page.goto(f"{served.url}/ui/#/executions/{ident}")
+    page.fill("#token-input", VIEWER_TOKEN)
+    page.click("#token-form button")
+    expect(page.locator('.node[data-step="approve"]')).to_have_attribute(
+        "data-status", "waiting_approval", timeout=15000
+    )
+    expect(page.locator(".actions")).to_contain_text("Read-only: bob has a viewer's token")
+    expect(page.get_by_role("button", name="Approve")).to_have_count(0)
+    expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
 
 
 def test_assets_are_served_with_a_strict_policy_and_nothing_else_is(served: Served) -> None:

@@ -7,6 +7,7 @@ const POLL_MS = 2000;
 const TERMINAL = new Set(["succeeded", "failed", "timed_out", "cancelled", "rejected", "rolled_back", "rollback_failed"]);
 const STATUSES = ["queued", "running", "waiting_approval", "rolling_back", ...TERMINAL];
 let timer = null;   // the current view's refresh
+let me = null;      // GET /api/v1/whoami: the token's name and role, once known
 let view = 0;       // bumped on every navigation, so a late answer for an old view is dropped
 
 // ---- helpers ---------------------------------------------------------------------------
@@ -228,6 +229,9 @@ async function act(id, what, body) {
 
 function actions(e) {
   const out = [];
+  if (me && me.role === "viewer") {
+    return [h("span", { class: "muted" }, `Read-only: ${me.name} has a viewer's token; an operator's can act here.`)];
+  }
   if (e.status === "waiting_approval") {
     const comment = h("input", { id: "comment", "aria-label": "Comment", placeholder: "comment (optional)", size: 30 });
     const decide = (verdict) => async () => {
@@ -310,6 +314,7 @@ function showExecution(main, id) {
     replace(timeline, e.timeline.map((t) => h("li", {}, `${when(t.at)} — ${t.event}`, t.step ? ` (${t.step})` : "", t.detail ? `: ${t.detail}` : "")));
   };
   const load = async (mine) => {
+    if (!me) me = await api("/api/v1/whoami");
     const e = await api(`/api/v1/executions/${encodeURIComponent(id)}`);
     if (mine === view) render(e);
     return TERMINAL.has(e.status) ? 10000 : 1000;  // an ended one only changes when its alert resolves
@@ -403,6 +408,7 @@ function route() {
 document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("token-form").addEventListener("submit", () => {
     sessionStorage.setItem("receiver-token", document.getElementById("token-input").value.trim());
+    me = null;
     route();
   });
   window.addEventListener("hashchange", route);
