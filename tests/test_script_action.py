@@ -139,3 +139,25 @@ def test_bad_parameters_are_rejected(with_: dict[str, object], message: str) -> 
     with pytest.raises(ValidationError) as exc:
         ScriptParams.model_validate(with_)
     assert message in str(exc.value)
+
+
+@pytest.mark.parametrize("how", ["missing", "refused"])
+async def test_without_pidfd_the_exit_is_polled(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """On a kernel or Python without pidfd_open (absent, or refusing with ENOSYS), exits are
+    polled: a script still succeeds with its output, and a timeout still kills it."""
+    import errno
+    import os
+
+    if how == "missing":
+        monkeypatch.delattr(os, "pidfd_open", raising=False)
+    else:
+
+        def refuse(pid: int, flags: int = 0) -> int:
+            raise OSError(errno.ENOSYS, "pidfd_open not implemented")
+
+        monkeypatch.setattr(os, "pidfd_open", refuse)
+    r = await run([sys.executable, "-c", "import time; time.sleep(0.2); print('polled')"])
+    assert (r.ok, r.exit_code, r.stdout) == (True, 0, "polled\n")
+    start = time.monotonic()
+    r = await run(["sleep", "30"], timeout_s=0.3)
+    assert r.timed_out and time.monotonic() - start < 6
