@@ -247,6 +247,36 @@ async def test_lock_whose_holder_is_gone_is_taken(tmp_path: Path, redis_server: 
         await store.close()
 
 
+@pytest.mark.parametrize("gone", ["deleted", "ended"])
+async def test_sqlite_lock_whose_holder_is_gone_or_ended_is_taken(tmp_path: Path, gone: str) -> None:
+    """On SQLite too, a lock row left behind by a holder whose record is gone (a database edited or
+    restored by hand) or that ended without freeing it does not hold its target: the next
+    execution for the target takes the lock and starts."""
+    import sqlite3
+
+    from receiver.store.sqlite import SQLiteStore
+
+    path = tmp_path / "state.db"
+    store = SQLiteStore(path)
+    try:
+        await store.admit(locked_plan(tmp_path, "wait", "web-1"), time.time())
+        holder = await store.claim("w", 1)
+        assert holder is not None
+        with sqlite3.connect(path) as db:  # another connection, as a person with sqlite3 would
+            if gone == "deleted":
+                db.execute("DELETE FROM executions WHERE id = ?", (holder.id,))
+            else:
+                db.execute("UPDATE executions SET status = 'failed' WHERE id = ?", (holder.id,))
+            assert db.execute("SELECT holder FROM locks").fetchall() == [(holder.id,)]
+        second = (
+            (await store.admit(locked_plan(tmp_path, "wait", "web-1"), time.time())).decided[0].execution_id
+        )
+        got = await store.claim("w", 1)
+        assert got is not None and got.id == second
+    finally:
+        await store.close()
+
+
 async def test_admission_past_the_queue_bound_is_refused_whole(
     make_store: MakeStore, rules: tuple[Any, ...]
 ) -> None:
