@@ -20,7 +20,7 @@ from receiver.actions.notify import NotifyParams
 from receiver.config import Config
 from receiver.dedup import AdmissionPlan, AlertPlan, Candidate, Outcome, plan_admission, seen_key
 from receiver.errors import Conflict, NotFound, StoreUnavailable
-from receiver.execution import Decision, Execution, ExecutionMeta, Verdict, new_execution_id
+from receiver.execution import Decision, Execution, ExecutionMeta, Verdict, iso, new_execution_id
 from receiver.logs import get_logger
 from receiver.metrics import Metrics
 from receiver.models import Alert, WebhookPayload
@@ -29,7 +29,8 @@ from receiver.playbook import Playbook, load_playbook
 from receiver.rules import matching
 from receiver.runner import Runner
 from receiver.states import ExecutionStatus
-from receiver.store.base import PlaybookDefinition, Store
+from receiver.stats import Report
+from receiver.store.base import HistoryQuery, PlaybookDefinition, Store, stats_bucket
 from receiver.yamlsource import Document
 
 # How long a worker waits on the queue before looking again (also bounds how long shutdown waits).
@@ -57,6 +58,11 @@ MAX_TAKEOVERS = 5
 ACTION_STOP_S = 10.0
 # How often suppressed-alert counts go to the store for reports (lost on a crash: at most this).
 STATS_FLUSH_S = 5.0
+# A report reads at most this many executions (newest first), this many at a time, and says when
+# it stopped short; without `since`, it covers a day.
+STATS_SCAN_MAX = 20_000
+STATS_PAGE = 500
+DEFAULT_STATS_S = 86400.0
 # How often each replica looks for approvals whose deadline passed.
 APPROVAL_SWEEP_S = 1.0
 
@@ -294,6 +300,35 @@ class Engine:
             except StoreUnavailable as e:
                 self.metrics.store_errors.labels("stats").inc()
                 self._log.warning("stats.store_unavailable", error=str(e))
+
+    async def report(self, since: float | None) -> dict[str, Any]:
+        """GET /api/v1/stats: how remediation went since `since` (default: a day ago), read newest
+        first one page at a time, at most STATS_SCAN_MAX executions."""
+        now = self._clock()
+        if since is None:
+            since = now - DEFAULT_STATS_S
+        built = Report()
+        scanned = 0
+        cursor: str | None = None
+        while scanned < STATS_SCAN_MAX:
+            page = await self.store.history(
+                HistoryQuery(since=since, cursor=cursor, limit=min(STATS_PAGE, STATS_SCAN_MAX - scanned))
+            )
+            for e in page.items:
+                built.add(e)
+            scanned += len(page.items)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        built.add_suppressed(await self.store.suppressed_since(since))
+        return {
+            "since": iso(since),
+            "until": iso(now),
+            "suppressed_since": iso(stats_bucket(since)),
+            "executions_scanned": scanned,
+            "truncated": cursor is not None,
+            **built.as_json(),
+        }
 
     # ---- circuit breakers ---------------------------------------------------------------
 

@@ -23,18 +23,14 @@ from receiver.middleware import IDENTITY, ROLE
 from receiver.models import parse_payload
 from receiver.reload import Reloader
 from receiver.states import ExecutionStatus
-from receiver.stats import Report
-from receiver.store.base import HistoryQuery, Store, stats_bucket
+from receiver.store.base import HistoryQuery
 
 ENGINE = web.AppKey("engine", Engine)
 RELOADER = web.AppKey("reloader", Reloader)
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
-# A report reads at most this many executions (newest first) and says when it stopped short.
-STATS_SCAN_MAX = 20_000
 # How long a computed report is answered again (reading 20,000 records takes seconds).
 STATS_CACHE_S = 10.0
-DEFAULT_STATS_S = 86400.0
 # /-/ready answers within this even when the store hangs.
 READY_TIMEOUT_S = 2.0
 
@@ -119,38 +115,10 @@ async def stats(request: web.Request) -> web.Response:
         hit = cache.reports.get(key)
         if hit is not None and time.monotonic() - hit[0] < STATS_CACHE_S:
             return web.json_response(hit[1])
-        body = await _stats(request.app[ENGINE].store, since_param)
+        body = await request.app[ENGINE].report(since_param)
         cache.reports = {k: v for k, v in cache.reports.items() if time.monotonic() - v[0] < STATS_CACHE_S}
         cache.reports[key] = (time.monotonic(), body)
     return web.json_response(body)
-
-
-async def _stats(store: Store, since: float | None) -> dict[str, Any]:
-    now = time.time()
-    if since is None:
-        since = now - DEFAULT_STATS_S
-    built = Report()
-    scanned = 0
-    cursor: str | None = None
-    while scanned < STATS_SCAN_MAX:
-        page = await store.history(
-            HistoryQuery(since=since, cursor=cursor, limit=min(MAX_PAGE, STATS_SCAN_MAX - scanned))
-        )
-        for e in page.items:
-            built.add(e)
-        scanned += len(page.items)
-        cursor = page.next_cursor
-        if cursor is None:
-            break
-    built.add_suppressed(await store.suppressed_since(since))
-    return {
-        "since": iso(since),
-        "until": iso(now),
-        "suppressed_since": iso(stats_bucket(since)),
-        "executions_scanned": scanned,
-        "truncated": cursor is not None,
-        **built.as_json(),
-    }
 
 
 @dataclass

@@ -206,3 +206,23 @@ async def test_stats_refuses_bad_parameters_naming_them(
         resp = await client.get("/api/v1/stats", params=query)
         assert resp.status == 400
         assert (await resp.json())["param"] == param
+
+
+async def test_report_stops_at_the_scan_limit_and_says_so(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past STATS_SCAN_MAX executions the report reads no more, newest first, a page at a time,
+    and marks itself truncated; under it, it is complete."""
+    from receiver.engine import Engine
+    from receiver.metrics import Metrics
+
+    config = load_config(write_config(tmp_path, rules=RULES.replace("dedup: {cooldown: 1h}", "dedup: {cooldown: 0s}"), playbooks={"p": "name: p\nsteps: [{id: s, action: script, with: {command: ['true']}}]\n"}))  # fmt: skip
+    engine = Engine(config=config, store=store, metrics=Metrics(), consumer="t")
+    report = await engine.ingest(parse_payload(payload(*(alert("A", n=str(i)) for i in range(3)))))
+    assert len(report.accepted) == 3
+    monkeypatch.setattr("receiver.engine.STATS_PAGE", 1)
+    whole = await engine.report(None)
+    assert (whole["executions_scanned"], whole["truncated"]) == (3, False)
+    monkeypatch.setattr("receiver.engine.STATS_SCAN_MAX", 2)
+    cut = await engine.report(None)
+    assert (cut["executions_scanned"], cut["truncated"], cut["totals"]["executions"]) == (2, True, 2)
