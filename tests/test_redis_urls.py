@@ -109,3 +109,18 @@ async def test_sentinel_url_finds_the_primary(sentinel: int, tmp_path: Path) -> 
         await admit_and_claim(store, tmp_path)
     finally:
         await store.close()
+
+
+async def test_unknown_sentinel_service_is_unavailable_in_one_sentence(sentinel: int) -> None:
+    """A service the Sentinels do not know makes the store unavailable, saying which service,
+    without redis-py's connection-pool repr (it went into every log line and 503 body)."""
+    from receiver.errors import StoreUnavailable
+
+    store = RedisStore.from_url(f"redis+sentinel://127.0.0.1:{sentinel}/nope", limits=StoreLimits())
+    try:
+        with pytest.raises(StoreUnavailable) as e:
+            await store.ping()
+        assert "No master found for 'nope'" in str(e.value)
+        assert "<redis" not in str(e.value) and "ConnectionPool" not in str(e.value)
+    finally:
+        await store.close()

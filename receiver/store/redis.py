@@ -138,7 +138,10 @@ class RedisStore:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise asyncio.CancelledError from e
-            raise StoreUnavailable("redis", str(e) or type(e).__name__) from e
+            # redis-py appends the repr of its connection pool to some errors ("No master found
+            # for 'x' : <redis.asyncio.client.Redis(<ConnectionPool(...)>)>"): keep the sentence.
+            said = (str(e) or type(e).__name__).split(" : <redis.", 1)[0]
+            raise StoreUnavailable("redis", said) from e
 
     def _k(self, *parts: str) -> str:
         return self._p + ":".join(parts)
