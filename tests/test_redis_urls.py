@@ -111,16 +111,26 @@ async def test_sentinel_url_finds_the_primary(sentinel: int, tmp_path: Path) -> 
         await store.close()
 
 
-async def test_unknown_sentinel_service_is_unavailable_in_one_sentence(sentinel: int) -> None:
-    """A service the Sentinels do not know makes the store unavailable, saying which service,
-    without redis-py's connection-pool repr (it went into every log line and 503 body)."""
+async def test_unreachable_sentinels_are_reported_in_one_sentence() -> None:
+    """When no Sentinel answers, the store is unavailable with redis-py's sentence and the reason,
+    without the client repr redis-py appends (it went into every log line and 503 body)."""
     from receiver.errors import StoreUnavailable
 
-    store = RedisStore.from_url(f"redis+sentinel://127.0.0.1:{sentinel}/nope", limits=StoreLimits())
+    store = RedisStore.from_url(f"redis+sentinel://127.0.0.1:{free_port()}/svc", limits=StoreLimits())
     try:
         with pytest.raises(StoreUnavailable) as e:
             await store.ping()
-        assert "No master found for 'nope'" in str(e.value)
-        assert "<redis" not in str(e.value) and "ConnectionPool" not in str(e.value)
+        said = str(e.value)
+        assert said.startswith("redis store unavailable: No master found for 'svc' ("), said
+        assert "<redis" not in said and "ConnectionPool" not in said
     finally:
         await store.close()
+
+
+def test_sentence_keeps_plain_messages() -> None:
+    """A message without the appended repr is kept as it is."""
+    from receiver.store.redis import _sentence
+
+    assert _sentence("Error 111 connecting to 127.0.0.1:6379. Connection refused.") == (
+        "Error 111 connecting to 127.0.0.1:6379. Connection refused."
+    )

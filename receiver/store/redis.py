@@ -68,6 +68,17 @@ def _script(name: str) -> str:
     )
 
 
+def _sentence(message: str) -> str:
+    """redis-py's message without the repr of a client it appends when no Sentinel answers
+    ("No master found for 'x' : <redis.asyncio.client.Redis(<ConnectionPool(...)>)> - why"):
+    "No master found for 'x' (why)". The repr filled log lines and 503 bodies."""
+    head, sep, rest = message.partition(" : <redis.")
+    if not sep:
+        return message
+    why = rest.rsplit(">", 1)[-1].strip(" -")
+    return f"{head} ({why})" if why else head
+
+
 def _event(at: float, event: str, *, step: str | None = None, detail: str | None = None) -> str:
     """A timeline event as the JSON the scripts push."""
     return TimelineEvent(at=at, event=event, step=step, detail=detail).model_dump_json(exclude_none=True)
@@ -138,10 +149,7 @@ class RedisStore:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise asyncio.CancelledError from e
-            # redis-py appends the repr of its connection pool to some errors ("No master found
-            # for 'x' : <redis.asyncio.client.Redis(<ConnectionPool(...)>)>"): keep the sentence.
-            said = (str(e) or type(e).__name__).split(" : <redis.", 1)[0]
-            raise StoreUnavailable("redis", said) from e
+            raise StoreUnavailable("redis", _sentence(str(e) or type(e).__name__)) from e
 
     def _k(self, *parts: str) -> str:
         return self._p + ":".join(parts)
