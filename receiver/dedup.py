@@ -60,6 +60,7 @@ class RouteProblem:
     alert: Alert
     rule: str
     error: str
+    playbook: str = ""
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def plan_admission(
             b.unrouted.append(alert)
         for d in decisions:
             if isinstance(d, RouteFailure):
-                b.problems.append(RouteProblem(alert=alert, rule=d.rule, error=d.error))
+                b.problems.append(RouteProblem(alert=alert, rule=d.rule, error=d.error, playbook=d.playbook))
                 continue
             playbook = (playbooks or {}).get(d.playbook)
             lock = ""
@@ -121,7 +122,9 @@ def plan_admission(
                 try:
                     lock = render_lock(playbook, alert, d.params, d.rule)
                 except TemplateError as e:
-                    b.problems.append(RouteProblem(alert=alert, rule=d.rule, error=str(e)))
+                    b.problems.append(
+                        RouteProblem(alert=alert, rule=d.rule, error=str(e), playbook=d.playbook)
+                    )
                     continue
             meta = ExecutionMeta(
                 id=new_id(now),

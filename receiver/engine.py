@@ -200,13 +200,10 @@ class Engine:
             payload, config.rules, now=now, new_id=new_execution_id, playbooks=config.playbooks
         )
         for a in plan.unrouted:
-            self._suppressed["", "", "no_rule"] += 1
-            m.alerts_suppressed.labels("no_rule").inc()
+            self._count_suppressed("no_rule")
             report.unrouted.append({"fingerprint": a.fingerprint, "alertname": a.name})
         for p in plan.problems:
-            rule = self._rules.get(p.rule)
-            self._suppressed[p.rule, rule.playbook if rule else "", "template_error"] += 1
-            m.alerts_suppressed.labels("template_error").inc()
+            self._count_suppressed("template_error", p.rule, p.playbook)
             report.rejected.append({"fingerprint": p.alert.fingerprint, "rule": p.rule, "error": p.error})
             self._log.warning("route.failed", fingerprint=p.alert.fingerprint, rule=p.rule, error=p.error)
         if not plan.alerts:
@@ -230,15 +227,11 @@ class Engine:
                 m.alerts_admitted.labels(meta.rule).inc()
                 report.accepted.append({"execution_id": meta.id, "url": self.execution_url(meta.id), **row})
                 self._log.info("execution.queued", execution=meta.id, **row)
-            elif d.outcome is Outcome.RATE_LIMITED:
-                self._suppressed[meta.rule, meta.playbook, d.outcome.value] += 1
-                m.alerts_suppressed.labels(d.outcome.value).inc()
-                report.suppressed.append({**row, "reason": d.outcome.value})
-                self._breaker_opened(meta.rule, "rate", meta.alert)
             else:
-                self._suppressed[meta.rule, meta.playbook, d.outcome.value] += 1
-                m.alerts_suppressed.labels(d.outcome.value).inc()
+                self._count_suppressed(d.outcome.value, meta.rule, meta.playbook)
                 report.suppressed.append({**row, "reason": d.outcome.value})
+                if d.outcome is Outcome.RATE_LIMITED:
+                    self._breaker_opened(meta.rule, "rate", meta.alert)
         for u in result.resolved:
             report.resolved.append({"execution_id": u.execution_id, "cancelled": u.cancelled})
             self._log.info("execution.alert_resolved", execution=u.execution_id, cancelled=u.cancelled)
@@ -279,6 +272,12 @@ class Engine:
         if len(fresh) == len(payload.alerts):
             return payload
         return payload.model_copy(update={"alerts": fresh})
+
+    def _count_suppressed(self, reason: str, rule: str = "", playbook: str = "") -> None:
+        """One alert a rule did not run (or no rule matched): in the metric and, by rule, in the
+        counts the next flush adds to the store for reports."""
+        self._suppressed[rule, playbook, reason] += 1
+        self.metrics.alerts_suppressed.labels(reason).inc()
 
     async def flush_stats(self) -> None:
         """Add the suppressed counts gathered since the last flush to the store's; kept for the

@@ -122,6 +122,7 @@ class RouteFailure:
 
     rule: str
     error: str
+    playbook: str = ""  # the rule's playbook, which did not get to run
 
 
 def matching(alert: Alert, rules: tuple[Rule, ...]) -> list[Rule]:
@@ -144,7 +145,7 @@ def route(alert: Alert, rules: tuple[Rule, ...]) -> list[RouteDecision | RouteFa
             params = {k: t.render(ctx) for k, t in rule.params}
             key = rule.dedup_key.render({**ctx, "params": params})
         except TemplateError as e:
-            out.append(RouteFailure(rule=rule.name, error=str(e)))
+            out.append(RouteFailure(rule=rule.name, error=str(e), playbook=rule.playbook))
         else:
             out.append(
                 RouteDecision(

@@ -73,6 +73,7 @@ def test_undefined_label_in_template_is_a_route_failure(tmp_path: Path) -> None:
     got = decisions(rules, name="Disk", severity="warning", instance="n1")
     assert isinstance(got[0], RouteFailure)
     assert "mountpoint" in got[0].error and "first" in got[0].error
+    assert got[0].playbook == rules[0].playbook  # named in reports of template errors
     assert [d.rule for d in got[1:]] == ["second"]  # continue still applies
 
 
