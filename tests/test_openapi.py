@@ -5,9 +5,6 @@ and body against the document, and that nothing answers 500."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +20,7 @@ import receiver
 from receiver.app import create_app
 from receiver.config import load_config
 from receiver.store.sqlite import SQLiteStore
-from tests.support import alert, free_port, payload, wait_port, write_config
+from tests.support import alert, payload, serving, write_config
 
 RULES = """
 rules:
@@ -44,17 +41,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         playbooks={"p": PLAYBOOK},
         settings=f"store: sqlite:///{tmp / 'r.db'}\nshutdown_grace: 1s\n",
     )
-    port = free_port()
-    log = (tmp / "receiver.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "receiver", "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    log.close()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_port(port)
+    with serving(config, tmp / "receiver.log") as (url, _):
         body = json.dumps(payload(alert("Known"))).encode()
         req = urllib.request.Request(
             url + "/webhook", data=body, headers={"Content-Type": "application/json"}
@@ -62,12 +49,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with urllib.request.urlopen(req, timeout=5):
             pass
         yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 DOCUMENT = Path(receiver.__file__).parent / "openapi.yaml"

@@ -4,10 +4,7 @@ running finishes with the version it started with."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -18,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.support import RedisServer, alert, free_port, payload, wait_port
+from tests.support import RedisServer, alert, payload, serving
 from tests.test_e2e_alertmanager import http, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -79,8 +76,6 @@ def test_reloads_under_load_drop_nothing_and_pin_running_playbooks(
     """Four reloads (SIGHUP good, API bad, SIGHUP bad, API good) while webhooks flow: every
     webhook answers 200; the bad ones leave the version as it was; the slow execution admitted
     first prints the old word; executions admitted after the last reload print the new one."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     write(tmp_path, "one")
     config = tmp_path / "receiver.yml"
     config.write_text(
@@ -88,80 +83,67 @@ def test_reloads_under_load_drop_nothing_and_pin_running_playbooks(
     )
     with redis.Redis.from_url(f"{redis_server.url[:-1]}7") as client:
         client.flushdb()
-    log = (tmp_path / "receiver.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "receiver", "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    log.close()
-    load = Load(url)
-    try:
-        wait_port(port)
-        first = http("GET", f"{url}/api/v1/status")["config"]["version"]
-        slow = http("POST", f"{url}/webhook", payload(alert("Slow")))["accepted"][0]["execution_id"]
-        wait_for(
-            "the slow step to start",
-            lambda: http("GET", f"{url}/api/v1/executions/{slow}")["status"] == "running",
-        )
-        load.start()
-        wait_for("some load", lambda: load.sent >= 20)
-
-        def version() -> str:
-            got: str = http("GET", f"{url}/api/v1/status")["config"]["last_reload"]["version"]
-            return got
-
-        def reloaded(trigger: str) -> dict[str, Any]:
-            got: dict[str, Any] = http("GET", f"{url}/api/v1/status")["config"]["last_reload"]
-            return got if got["trigger"] == trigger else {}
-
-        write(tmp_path, "two")
-        proc.send_signal(signal.SIGHUP)
-        second = wait_for("the SIGHUP reload", lambda: reloaded("SIGHUP"))
-        assert second["ok"] and second["changed"] and second["version"] != first
-
-        write(tmp_path, "three", rules=RULES + "  - name: broken\n    playbook: nowhere\n")
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            http("POST", f"{url}/-/reload")
-        assert refused.value.code == 400
-        refused.value.close()
-        assert version() == second["version"]
-
-        (tmp_path / "fast.yml").write_text("name: fast\nsteps: [{id: f, action: no-such-action}]\n")
-        proc.send_signal(signal.SIGHUP)
-        wait_for("the refused SIGHUP reload", lambda: (r := reloaded("SIGHUP")) and not r["ok"])
-        assert version() == second["version"]
-
-        write(tmp_path, "four")
-        fourth = http("POST", f"{url}/-/reload")
-        assert fourth["ok"] and fourth["changed"]
-        after = http("POST", f"{url}/webhook", payload(alert("Fast", n="after")))["accepted"][0][
-            "execution_id"
-        ]
-        wait_for("more load after the reloads", lambda: load.sent >= 60)
-        load.stop.set()
-        load.join(10)
-        assert load.failures == []
-
-        def ended(ident: str) -> dict[str, Any]:
-            got: dict[str, Any] = http("GET", f"{url}/api/v1/executions/{ident}")
-            return got if got["status"] in ("succeeded", "failed") else {}
-
-        old = wait_for("the slow execution to end", lambda: ended(slow))
-        assert old["status"] == "succeeded"
-        assert old["steps"][0]["stdout"].strip() == "slow-one"
-        new = wait_for("the execution admitted after the reloads", lambda: ended(after))
-        assert new["steps"][0]["stdout"].strip() == "fast-four"
-        assert new["playbook_version"] != old["playbook_version"]
-        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
-            metrics = resp.read().decode()
-        assert 'receiver_config_reloads_total{result="failure"} 2.0' in metrics
-        assert 'receiver_config_reloads_total{result="success"} 2.0' in metrics
-    finally:
-        load.stop.set()
-        proc.send_signal(signal.SIGTERM)
+    with serving(config, tmp_path / "receiver.log") as (url, proc):
+        load = Load(url)
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            first = http("GET", f"{url}/api/v1/status")["config"]["version"]
+            slow = http("POST", f"{url}/webhook", payload(alert("Slow")))["accepted"][0]["execution_id"]
+            wait_for(
+                "the slow step to start",
+                lambda: http("GET", f"{url}/api/v1/executions/{slow}")["status"] == "running",
+            )
+            load.start()
+            wait_for("some load", lambda: load.sent >= 20)
+
+            def version() -> str:
+                got: str = http("GET", f"{url}/api/v1/status")["config"]["last_reload"]["version"]
+                return got
+
+            def reloaded(trigger: str) -> dict[str, Any]:
+                got: dict[str, Any] = http("GET", f"{url}/api/v1/status")["config"]["last_reload"]
+                return got if got["trigger"] == trigger else {}
+
+            write(tmp_path, "two")
+            proc.send_signal(signal.SIGHUP)
+            second = wait_for("the SIGHUP reload", lambda: reloaded("SIGHUP"))
+            assert second["ok"] and second["changed"] and second["version"] != first
+
+            write(tmp_path, "three", rules=RULES + "  - name: broken\n    playbook: nowhere\n")
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                http("POST", f"{url}/-/reload")
+            assert refused.value.code == 400
+            refused.value.close()
+            assert version() == second["version"]
+
+            (tmp_path / "fast.yml").write_text("name: fast\nsteps: [{id: f, action: no-such-action}]\n")
+            proc.send_signal(signal.SIGHUP)
+            wait_for("the refused SIGHUP reload", lambda: (r := reloaded("SIGHUP")) and not r["ok"])
+            assert version() == second["version"]
+
+            write(tmp_path, "four")
+            fourth = http("POST", f"{url}/-/reload")
+            assert fourth["ok"] and fourth["changed"]
+            after = http("POST", f"{url}/webhook", payload(alert("Fast", n="after")))["accepted"][0][
+                "execution_id"
+            ]
+            wait_for("more load after the reloads", lambda: load.sent >= 60)
+            load.stop.set()
+            load.join(10)
+            assert load.failures == []
+
+            def ended(ident: str) -> dict[str, Any]:
+                got: dict[str, Any] = http("GET", f"{url}/api/v1/executions/{ident}")
+                return got if got["status"] in ("succeeded", "failed") else {}
+
+            old = wait_for("the slow execution to end", lambda: ended(slow))
+            assert old["status"] == "succeeded"
+            assert old["steps"][0]["stdout"].strip() == "slow-one"
+            new = wait_for("the execution admitted after the reloads", lambda: ended(after))
+            assert new["steps"][0]["stdout"].strip() == "fast-four"
+            assert new["playbook_version"] != old["playbook_version"]
+            with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
+                metrics = resp.read().decode()
+            assert 'receiver_config_reloads_total{result="failure"} 2.0' in metrics
+            assert 'receiver_config_reloads_total{result="success"} 2.0' in metrics
+        finally:
+            load.stop.set()

@@ -7,9 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import PROJECT, alert, free_port, payload, wait_port
+from tests.support import PROJECT, alert, payload, serving
 from tests.test_e2e_alertmanager import wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -70,23 +67,8 @@ def served(tmp_path: Path) -> Iterator[Served]:
     )
     config = tmp_path / "receiver.yml"
     config.write_text(yaml.safe_dump(shipped))
-    port = free_port()
-    log = (tmp_path / "receiver.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "receiver", "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    log.close()
-    try:
-        wait_port(port)
-        yield Served(f"http://127.0.0.1:{port}")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with serving(config, tmp_path / "receiver.log") as (url, _):
+        yield Served(url)
 
 
 @pytest.fixture
