@@ -232,3 +232,14 @@ class Recorder:
 
     async def __aexit__(self, *_: object) -> None:
         await self._runner.cleanup()
+
+
+async def claim_and_run(engine: Any, store: Any) -> Any:
+    """Claim the next queued execution as worker "w", run it to its end with `engine`, and return
+    the stored record."""
+    claimed = await store.claim("w", 2)
+    assert claimed is not None
+    await engine.execute(claimed, "w")
+    done = await store.get(claimed.id)
+    assert done is not None
+    return done

@@ -16,7 +16,7 @@ from receiver.metrics import Metrics
 from receiver.models import parse_payload
 from receiver.states import ExecutionStatus, StepStatus
 from receiver.store.base import Store
-from tests.support import PROJECT, alert, payload, write_config
+from tests.support import PROJECT, alert, claim_and_run, payload, write_config
 
 PY = sys.executable
 RULES = """
@@ -39,11 +39,7 @@ async def run_one(config: Config, store: Store, **labels: str) -> Execution:
     engine = Engine(config=config, store=store, metrics=Metrics(), consumer="test")
     report = await engine.ingest(parse_payload(payload(alert("A", **labels))))
     assert len(report.accepted) == 1, report
-    claimed = await store.claim("w", 2)
-    assert claimed is not None
-    await engine.execute(claimed, "w")
-    done = await store.get(claimed.id)
-    assert done is not None
+    done: Execution = await claim_and_run(engine, store)
     return done
 
 

@@ -14,14 +14,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from receiver.app import create_app
 from receiver.config import Config, Settings, load_config
 from receiver.engine import Engine
-from receiver.execution import Execution
 from receiver.metrics import Metrics
 from receiver.models import parse_payload
 from receiver.playbook import definition_of
 from receiver.reload import Reloader, restart_only_changes
 from receiver.states import ExecutionStatus
 from receiver.store.base import Store
-from tests.support import alert, payload, write_config
+from tests.support import alert, claim_and_run, payload, write_config
 
 RULES = """
 rules:
@@ -44,15 +43,6 @@ async def admit(engine: Engine, n: int) -> str:
     report = await engine.ingest(parse_payload(payload(alert("A", n=str(n)))))
     assert len(report.accepted) == 1, report
     return report.accepted[0]["execution_id"]
-
-
-async def run_next(engine: Engine, store: Store) -> Execution:
-    claimed = await store.claim("w", 2)
-    assert claimed is not None
-    await engine.execute(claimed, "w")
-    done = await store.get(claimed.id)
-    assert done is not None
-    return done
 
 
 def test_playbook_version_ignores_layout_and_follows_content() -> None:
@@ -96,7 +86,7 @@ async def test_queued_execution_runs_the_version_it_was_admitted_with(tmp_path: 
     assert new.playbooks["p"].version != old.playbooks["p"].version
     engine.use_config(new)
     second = await admit(engine, 2)
-    ran = {e.id: e for e in [await run_next(engine, store), await run_next(engine, store)]}
+    ran = {e.id: e for e in [await claim_and_run(engine, store), await claim_and_run(engine, store)]}
     assert ran[first].steps[0].stdout.strip() == "one"
     assert ran[first].meta.playbook_version == old.playbooks["p"].version
     assert ran[second].steps[0].stdout.strip() == "two"
@@ -116,7 +106,7 @@ async def test_replica_without_the_version_fetches_it_from_the_store(tmp_path: P
     other = Engine(
         config=load_config(configure(new_dir, "new")), store=store, metrics=Metrics(), consumer="b"
     )
-    done = await run_next(other, store)
+    done = await claim_and_run(other, store)
     assert done.id == ident
     assert done.status is ExecutionStatus.SUCCEEDED
     assert done.steps[0].stdout.strip() == "old"

@@ -225,6 +225,13 @@ async def test_lock_skip_cancels_the_second_execution(store: Store, tmp_path: Pa
     assert await store.claim("w", 0.3) is None  # nothing was waiting
 
 
+async def next_one_takes_the_lock(store: Store, tmp_path: Path) -> None:
+    """A new execution for the same target is admitted and, the old holder being gone, starts."""
+    second = (await store.admit(locked_plan(tmp_path, "wait", "web-1"), time.time())).decided[0].execution_id
+    got = await store.claim("w", 1)
+    assert got is not None and got.id == second
+
+
 async def test_lock_whose_holder_is_gone_is_taken(tmp_path: Path, redis_server: RedisServer) -> None:
     """A lock whose holder's record no longer exists (on Redis, expired with the history's
     retention while it waited far longer than that) does not hold its target forever: the next
@@ -238,11 +245,7 @@ async def test_lock_whose_holder_is_gone_is_taken(tmp_path: Path, redis_server: 
         assert holder is not None
         await asyncio.sleep(0.4)  # the running holder's record expires with the retention
         assert await store.get(holder.id) is None
-        second = (
-            (await store.admit(locked_plan(tmp_path, "wait", "web-1"), time.time())).decided[0].execution_id
-        )
-        got = await store.claim("w", 1)
-        assert got is not None and got.id == second
+        await next_one_takes_the_lock(store, tmp_path)
     finally:
         await store.close()
 
@@ -268,11 +271,7 @@ async def test_sqlite_lock_whose_holder_is_gone_or_ended_is_taken(tmp_path: Path
             else:
                 db.execute("UPDATE executions SET status = 'failed' WHERE id = ?", (holder.id,))
             assert db.execute("SELECT holder FROM locks").fetchall() == [(holder.id,)]
-        second = (
-            (await store.admit(locked_plan(tmp_path, "wait", "web-1"), time.time())).decided[0].execution_id
-        )
-        got = await store.claim("w", 1)
-        assert got is not None and got.id == second
+        await next_one_takes_the_lock(store, tmp_path)
     finally:
         await store.close()
 
