@@ -100,18 +100,15 @@ class Engine:
         consumer: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.config = config
         self.store = store
         self.metrics = metrics
         self.consumer = consumer
         self._clock = clock
         self._log = get_logger(consumer=consumer)
-        self.integrations = config.settings.for_actions()
         self._active: dict[str, Runner] = {}  # executions this process runs now, by id
-        self._rules = {r.name: r for r in config.rules}
         # Every playbook version this process has loaded or fetched, for pinned executions.
         self._versions: dict[tuple[str, str], Playbook] = {}
-        self._remember(config)
+        self.use_config(config)
         self._published = ""  # the config version whose playbooks the store has been given
         # Suppressed alerts by (rule, playbook, reason) not yet added to the store's counts.
         self._suppressed: Counter[tuple[str, str, str]] = Counter()
@@ -122,15 +119,13 @@ class Engine:
     # ---- config -------------------------------------------------------------------------
 
     def use_config(self, config: Config) -> None:
-        """Route, admit and start executions with `config` from now on (a reload). Running
-        executions keep the playbook they started with; queued ones run the version they were
-        admitted with. Settings bound at start (store, listen, workers, auth) stay as they were."""
+        """Route, admit and start executions with `config` from now on (at start, and at each
+        reload). Running executions keep the playbook they started with; queued ones run the
+        version they were admitted with. Settings bound at start (store, listen, workers, auth)
+        stay as they were."""
         self.config = config
         self._rules = {r.name: r for r in config.rules}
         self.integrations = config.settings.for_actions()
-        self._remember(config)
-
-    def _remember(self, config: Config) -> None:
         for pb in config.playbooks.values():
             self._versions.setdefault((pb.name, pb.version), pb)
 
